@@ -130,13 +130,18 @@ impl Berthd {
 
     /// Sends SIGTERM and waits for berthd to exit; returns how it exited.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.terminate_with(Signal::SIGTERM)
+    }
+
+    /// Sends `signal` and waits for berthd to exit; returns how it exited.
+    pub fn terminate_with(&mut self, signal: Signal) -> ExitStatus {
         let mut child = self.child.take().expect("terminate: berthd is not running");
-        match stop_child(&mut child, Signal::SIGTERM, STOP_TIMEOUT) {
+        match stop_child(&mut child, signal, STOP_TIMEOUT) {
             Some(status) => status,
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("berthd did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}", self.log_banner());
+                panic!("berthd did not exit within {STOP_TIMEOUT:?} of {signal}\n{}", self.log_banner());
             }
         }
     }
@@ -199,8 +204,10 @@ impl Berthd {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr));
-        // SAFETY: prctl is async-signal-safe. If the test process dies without running
-        // Drop (SIGKILL, abort), berthd gets SIGTERM instead of living on as an orphan.
+        // SAFETY: prctl is async-signal-safe. If the test dies without running Drop
+        // (SIGKILL, abort), berthd gets SIGTERM instead of living on as an orphan. The
+        // signal fires when the forking *thread* exits: libtest runs each test on its own
+        // thread and the test's future on it, so that is the end of the test.
         unsafe {
             command.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
