@@ -511,3 +511,161 @@ pub fn read_built(layer: &mut BuiltLayer) -> io::Result<Vec<u8>> {
     layer.file.seek(SeekFrom::Start(0))?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_and_links(tar_bytes: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>, tar::EntryType)> {
+        let mut archive = tar::Archive::new(tar_bytes);
+        archive
+            .entries()
+            .expect("entries")
+            .map(|entry| {
+                let entry = entry.expect("entry");
+                let link = entry.link_name_bytes().map(|l| l.into_owned());
+                (entry.path_bytes().into_owned(), link, entry.header().entry_type())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn raw_paths_survive_verbatim() {
+        let long = format!("{}/evil", "../".repeat(60));
+        let layer = Layer::new()
+            .raw_path("../../etc/evil", b"x", 0o644)
+            .raw_path("/abs/path", b"y", 0o644)
+            .raw_path(&long, b"z", 0o644)
+            .symlink("escape", "../../../../etc")
+            .symlink("abs-escape", "/etc/passwd")
+            .hardlink("hard-escape", "../../etc/shadow");
+        let entries = names_and_links(&layer.to_tar().unwrap());
+        let names: Vec<&[u8]> = entries.iter().map(|(n, _, _)| n.as_slice()).collect();
+        assert_eq!(names, vec![&b"../../etc/evil"[..], b"/abs/path", long.as_bytes(), b"escape", b"abs-escape", b"hard-escape"]);
+        assert_eq!(entries[3].1.as_deref(), Some(&b"../../../../etc"[..]));
+        assert_eq!(entries[4].1.as_deref(), Some(&b"/etc/passwd"[..]));
+        assert_eq!(entries[5].1.as_deref(), Some(&b"../../etc/shadow"[..]));
+        assert_eq!(entries[5].2, tar::EntryType::Link);
+    }
+
+    #[test]
+    fn long_link_targets_use_gnu_records() {
+        let target = "a/".repeat(80) + "target";
+        let layer = Layer::new().symlink("link", &target);
+        let entries = names_and_links(&layer.to_tar().unwrap());
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].1.as_deref(), Some(target.as_bytes()));
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_markers_are_named_as_oci_says() {
+        let layer = Layer::new().whiteout("/etc/foo").whiteout("top").whiteout("a/b/c/").opaque("/var/lib/").opaque("/");
+        let entries = names_and_links(&layer.to_tar().unwrap());
+        let names: Vec<String> = entries.iter().map(|(n, _, _)| String::from_utf8(n.clone()).unwrap()).collect();
+        assert_eq!(names, vec!["etc/.wh.foo", ".wh.top", "a/b/.wh.c", "var/lib/.wh..wh..opq", ".wh..wh..opq"]);
+        assert!(entries.iter().all(|(_, _, t)| *t == tar::EntryType::Regular));
+    }
+
+    #[test]
+    fn ordinary_paths_are_relative_and_dirs_end_in_slash() {
+        let layer = Layer::new().dir("/etc", 0o755).file("/etc/hosts", "h", 0o644).file_owned("home/x", "x", 0o600, 1000, 1001);
+        let tar_bytes = layer.to_tar().unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let entries: Vec<_> = archive.entries().unwrap().map(|e| e.unwrap().header().clone()).collect();
+        assert_eq!(&*entries[0].path_bytes(), b"etc/");
+        assert_eq!(entries[0].entry_type(), tar::EntryType::Directory);
+        assert_eq!(&*entries[1].path_bytes(), b"etc/hosts");
+        assert_eq!(entries[2].uid().unwrap(), 1000);
+        assert_eq!(entries[2].gid().unwrap(), 1001);
+        assert_eq!(entries[2].mode().unwrap(), 0o600);
+    }
+
+    #[test]
+    fn device_nodes_carry_major_and_minor() {
+        let layer = Layer::new().char_device("dev/evil-mem", 1, 1).block_device("dev/sda", 8, 0).fifo("p", 0o600);
+        let tar_bytes = layer.to_tar().unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let headers: Vec<_> = archive.entries().unwrap().map(|e| e.unwrap().header().clone()).collect();
+        assert_eq!(headers[0].entry_type(), tar::EntryType::Char);
+        assert_eq!(headers[0].device_major().unwrap(), Some(1));
+        assert_eq!(headers[0].device_minor().unwrap(), Some(1));
+        assert_eq!(headers[1].entry_type(), tar::EntryType::Block);
+        assert_eq!(headers[1].device_major().unwrap(), Some(8));
+        assert_eq!(headers[2].entry_type(), tar::EntryType::Fifo);
+    }
+
+    #[test]
+    fn file_contents_round_trip() {
+        let layer = Layer::new().file("a", "hello", 0o644).random_file("r", 10_000, 7).file("b", vec![0u8; 512], 0o644);
+        let tar_bytes = layer.to_tar().unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let mut contents = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            contents.push(data);
+        }
+        assert_eq!(contents[0], b"hello");
+        assert_eq!(contents[1].len(), 10_000);
+        assert_eq!(contents[2], vec![0u8; 512]);
+    }
+
+    #[test]
+    fn digests_are_deterministic_and_match_the_streams() {
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let make = || Layer::new().dir("d", 0o755).file("d/f", "content", 0o644).random_file("d/r", 100_000, 42);
+            let mut first = make().build(compression).unwrap();
+            let second = make().build(compression).unwrap();
+            assert_eq!(first.digest, second.digest, "{compression:?}");
+            assert_eq!(first.diff_id, second.diff_id);
+            let tar_bytes = make().to_tar().unwrap();
+            assert_eq!(first.diff_id, sha256_digest(&tar_bytes));
+            assert_eq!(first.uncompressed_size, tar_bytes.len() as u64);
+            let blob = read_built(&mut first).unwrap();
+            assert_eq!(first.digest, sha256_digest(&blob));
+            assert_eq!(first.size, blob.len() as u64);
+            let decompressed = match compression {
+                Compression::None => blob,
+                Compression::Gzip => {
+                    let mut out = Vec::new();
+                    flate2::read::GzDecoder::new(&blob[..]).read_to_end(&mut out).unwrap();
+                    out
+                }
+                Compression::Zstd => zstd::decode_all(&blob[..]).unwrap(),
+            };
+            assert_eq!(decompressed, tar_bytes);
+        }
+    }
+
+    #[test]
+    fn random_files_depend_on_seed_and_do_not_compress() {
+        let a = Layer::new().random_file("r", 1 << 20, 1).build(Compression::Gzip).unwrap();
+        let b = Layer::new().random_file("r", 1 << 20, 2).build(Compression::Gzip).unwrap();
+        assert_ne!(a.diff_id, b.diff_id);
+        assert!(a.size > 1 << 20, "random data compressed to {} bytes", a.size);
+    }
+
+    #[test]
+    fn raw_tar_layers_are_passed_through() {
+        let mut tar_bytes = Layer::new().file("f", vec![1u8; 4096], 0o644).to_tar().unwrap();
+        tar_bytes.truncate(1000);
+        let layer = Layer::from_raw_tar(tar_bytes.clone());
+        assert_eq!(layer.to_tar().unwrap(), tar_bytes);
+    }
+
+    #[test]
+    fn busybox_layer_has_the_binary_and_applet_links() {
+        let layer = Layer::new().busybox();
+        let entries = names_and_links(&layer.to_tar().unwrap());
+        let find = |name: &[u8]| entries.iter().find(|(n, _, _)| n == name).cloned();
+        let (_, _, kind) = find(b"bin/busybox").expect("bin/busybox");
+        assert_eq!(kind, tar::EntryType::Regular);
+        for applet in ["sh", "ls", "cat", "echo", "httpd", "wget", "id", "sleep"] {
+            let (_, link, kind) = find(format!("bin/{applet}").as_bytes()).unwrap_or_else(|| panic!("bin/{applet}"));
+            assert_eq!(kind, tar::EntryType::Symlink);
+            assert_eq!(link.as_deref(), Some(&b"busybox"[..]));
+        }
+        assert!(find(b"bin/busybox").is_some());
+    }
+}
