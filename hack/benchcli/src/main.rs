@@ -1,1 +1,141 @@
-fn main() {}
+//! berth-bench: one CRI client for hack/bench, so berthd and containerd are measured
+//! through exactly the same client code (equal client overhead on both sides).
+//!
+//! Subcommands:
+//! - `pull`: time PullImage end to end over a CRI socket, with the image and its layers
+//!   removed before every run, while sampling the daemon's memory; prints JSON lines.
+//! - `report`: reads those JSON lines and prints the side-by-side table.
+//! - `manifest-bytes`: sums config + layer sizes of an image manifest read on stdin.
+
+mod cri;
+mod daemon_stats;
+mod gc_wait;
+mod manifest;
+mod pull;
+mod records;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "berth-bench", about = "CRI image pull benchmark client")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Remove the image, wait until its content is really gone, then time PullImage.
+    Pull {
+        /// CRI unix socket of the runtime under test.
+        #[arg(long)]
+        endpoint: PathBuf,
+        /// Image reference to pull.
+        #[arg(long)]
+        image: String,
+        /// Number of measured pulls.
+        #[arg(long, default_value_t = 1)]
+        runs: u32,
+        /// Name of the runtime, copied into every output line.
+        #[arg(long, default_value = "runtime")]
+        runtime: String,
+        /// PID of the daemon whose memory and CPU time are sampled during each pull.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// The runtime's blob or snapshot dir: it must be empty (or absent) before a pull may
+        /// start, so a pull never finds layers left from the last run, and must hold entries
+        /// after the pull, which proves the path really is where the runtime stores layers.
+        #[arg(long = "wait-empty")]
+        wait_empty: Vec<PathBuf>,
+        /// How long to wait for the runtime's garbage collector to empty those dirs.
+        #[arg(long, default_value_t = 120)]
+        gc_timeout_secs: u64,
+        /// Memory sampling interval in milliseconds.
+        #[arg(long, default_value_t = 5)]
+        sample_ms: u64,
+        /// Give up on one PullImage after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        pull_timeout_secs: u64,
+        /// Flush dirty pages (sync) before each timed pull, so writeback left over from the
+        /// previous run (of either runtime) is not charged to this one.
+        #[arg(long)]
+        sync: bool,
+        /// Number added to the run index in the output (lets the script interleave runtimes).
+        #[arg(long, default_value_t = 0)]
+        first_run_index: u32,
+    },
+    /// Read `pull` JSON lines on stdin and print the comparison table.
+    Report {
+        /// Runtime the candidate is compared against.
+        #[arg(long, default_value = "containerd")]
+        baseline: String,
+        /// Runtime being judged.
+        #[arg(long, default_value = "berth")]
+        candidate: String,
+        /// Compressed image size in bytes (config + layers) for the MB/s column.
+        #[arg(long)]
+        bytes: Option<u64>,
+        /// Target ratio candidate/baseline of median pull time.
+        #[arg(long, default_value_t = 0.5)]
+        target: f64,
+        /// Exit with status 3 when the target is missed.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print the sum of config and layer sizes of the manifest JSON read on stdin.
+    ManifestBytes,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Pull {
+            endpoint,
+            image,
+            runs,
+            runtime,
+            pid,
+            wait_empty,
+            gc_timeout_secs,
+            sample_ms,
+            pull_timeout_secs,
+            first_run_index,
+            sync,
+        } => {
+            let options = pull::PullBenchOptions {
+                endpoint,
+                image,
+                runs,
+                runtime,
+                daemon_pid: pid,
+                wait_empty_dirs: wait_empty,
+                gc_timeout: Duration::from_secs(gc_timeout_secs),
+                sample_interval: Duration::from_millis(sample_ms.max(1)),
+                pull_timeout: Duration::from_secs(pull_timeout_secs),
+                first_run_index,
+                sync_before_pull: sync,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(pull::run(options))
+        }
+        Command::Report { baseline, candidate, bytes, target, strict } => {
+            let met = report::run(std::io::stdin().lock(), &baseline, &candidate, bytes, target)?;
+            if strict && !met {
+                std::process::exit(3);
+            }
+            Ok(())
+        }
+        Command::ManifestBytes => {
+            let bytes = manifest::total_bytes(std::io::stdin().lock())?;
+            println!("{bytes}");
+            Ok(())
+        }
+    }
+}
