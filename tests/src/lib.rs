@@ -12,6 +12,7 @@
 
 pub mod berthd;
 pub mod cri;
+pub mod fixtures;
 pub mod leaks;
 pub mod paths;
 pub mod store;

@@ -105,3 +105,81 @@ pub fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, &std::fs::Metadata)) {
 fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
+
+/// The directory holding the layer's files inside a snapshot dir: `<dir>/fs` when the
+/// store keeps metadata beside the files (as containerd's overlay snapshotter does), else
+/// `<dir>` itself.
+pub fn snapshot_files_dir(snapshot_dir: &Path) -> PathBuf {
+    let fs = snapshot_dir.join("fs");
+    if fs.is_dir() {
+        fs
+    } else {
+        snapshot_dir.to_path_buf()
+    }
+}
+
+/// The files dir of the snapshot of `chain_id`; panics naming what exists when it is missing.
+pub fn layer_dir(root: &Path, chain_id: &str) -> PathBuf {
+    match snapshot_dir(root, chain_id) {
+        Some(dir) => snapshot_files_dir(&dir),
+        None => panic!("no snapshot for chain id {chain_id}; snapshots: {:?}", snapshot_dirs(root)),
+    }
+}
+
+/// Chain ids of layers with these diff ids, bottom first, computed as the OCI image spec
+/// defines them: `chain(0) = diff(0)`, `chain(n) = sha256(chain(n-1) + " " + diff(n))`.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let mut chain: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let next = match chain.last() {
+            None => diff_id.clone(),
+            Some(parent) => format!("sha256:{:x}", Sha256::digest(format!("{parent} {diff_id}").as_bytes())),
+        };
+        chain.push(next);
+    }
+    chain
+}
+
+/// A read-only overlay of `lower_dirs` (bottom first, as in an image) mounted at `target`.
+/// Unmounted on drop.
+pub struct OverlayMount {
+    target: PathBuf,
+}
+
+impl OverlayMount {
+    pub fn mount(lower_dirs_bottom_first: &[PathBuf], target: &Path) -> OverlayMount {
+        assert!(lower_dirs_bottom_first.len() >= 2, "a read-only overlay needs at least two lower dirs");
+        std::fs::create_dir_all(target).expect("create overlay mount point");
+        let lowers: Vec<String> =
+            lower_dirs_bottom_first.iter().rev().map(|d| d.to_string_lossy().into_owned()).collect();
+        let options = format!("lowerdir={}", lowers.join(":"));
+        nix::mount::mount(Some("overlay"), target, Some("overlay"), nix::mount::MsFlags::MS_RDONLY, Some(options.as_str()))
+            .unwrap_or_else(|e| panic!("mount overlay at {} ({options}): {e}", target.display()));
+        OverlayMount { target: target.to_path_buf() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.target, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_id_of_one_layer_is_its_diff_id_and_then_hashes() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let chain = chain_ids(&[a.clone(), b]);
+        assert_eq!(chain[0], a);
+        assert!(chain[1].starts_with("sha256:") && chain[1].len() == 71 && chain[1] != a);
+    }
+}
