@@ -22,6 +22,7 @@ pub mod metadata;
 pub mod model;
 pub mod reference;
 pub mod registry;
+pub mod safe_tar;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;
