@@ -212,18 +212,25 @@ impl ImageStore {
             report(layer.size, true);
             return Ok(());
         }
-        let layer_digest = Digest::parse(&layer.digest)?;
-        let failure = StreamFailure::default();
-        let body = failure.wrap(session.blob_stream(layer).await?);
-        let spec = unpack_shim::LayerSpec {
-            digest: layer_digest,
+        let spec = crate::unpack::LayerSpec {
+            digest: Digest::parse(&layer.digest)?,
             size: layer.size,
             media_type: layer.media_type.clone(),
             diff_id: diff_id.clone(),
             chain_id: chain_id.clone(),
         };
+        if self.content.contains(&spec.digest) {
+            // The blob survived (its snapshot was removed, or an earlier unpack failed
+            // after the download): unpack from disk instead of downloading again.
+            tracing::debug!(layer = %layer.digest, chain_id = %chain_id, "unpacking stored layer blob");
+            crate::unpack::unpack_stored_layer(&self.content, &self.snapshots, &spec).await?;
+            report(layer.size, true);
+            return Ok(());
+        }
+        let failure = StreamFailure::default();
+        let body = failure.wrap(session.blob_stream(layer).await?);
         let started = std::time::Instant::now();
-        let result = unpack_shim::fetch_layer(&self.content, &self.snapshots, &spec, body, |n| report(n, false)).await;
+        let result = crate::unpack::fetch_layer(&self.content, &self.snapshots, &spec, body, |n| report(n, false)).await;
         match result {
             Ok(()) => {
                 tracing::debug!(layer = %layer.digest, chain_id = %chain_id, bytes = layer.size,
@@ -376,35 +383,6 @@ impl ImageStore {
         if let Err(e) = self.gc() {
             tracing::warn!(error = %e, "garbage collection {why} failed");
         }
-    }
-}
-
-/// Stand-in for the disk side's `unpack::fetch_layer` until it lands (planned API).
-mod unpack_shim {
-    use bytes::Bytes;
-    use futures::Stream;
-
-    use crate::content::ContentStore;
-    use crate::digest::Digest;
-    use crate::error::{Error, Result};
-    use crate::snapshot::SnapshotStore;
-
-    pub struct LayerSpec {
-        pub digest: Digest,
-        pub size: u64,
-        pub media_type: String,
-        pub diff_id: Digest,
-        pub chain_id: Digest,
-    }
-
-    pub async fn fetch_layer<E>(
-        _content: &ContentStore,
-        _snapshots: &SnapshotStore,
-        layer: &LayerSpec,
-        _body: impl Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        _progress: impl Fn(u64),
-    ) -> Result<()> {
-        Err(Error::CorruptLayer { digest: layer.digest.to_string(), reason: "layer unpack is not built yet".into() })
     }
 }
 
