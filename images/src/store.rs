@@ -723,3 +723,13 @@ mod tests {
         assert!(usage.inodes_used > 0 && usage.used_bytes > 0);
     }
 }
+
+#[cfg(test)]
+mod send_check {
+    /// tonic handlers need `Send` futures: keep `pull` spawnable.
+    #[allow(dead_code)]
+    fn pull_is_send(store: &'static super::ImageStore) {
+        fn assert_send<T: Send>(_: T) {}
+        assert_send(store.pull("busybox", None, None));
+    }
+}
