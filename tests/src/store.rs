@@ -183,3 +183,22 @@ mod tests {
         assert!(chain[1].starts_with("sha256:") && chain[1].len() == 71 && chain[1] != a);
     }
 }
+
+/// Blobs whose bytes do not hash to their name (a partial or corrupt blob made visible),
+/// as `(digest, actual)`. Uses `sha256sum`, which is fast even when this crate is built
+/// without optimisation.
+pub fn unverified_blobs(root: &Path) -> Vec<(String, String)> {
+    let mut bad = Vec::new();
+    for digest in blobs(root) {
+        let Some(hex) = digest.strip_prefix("sha256:") else {
+            continue;
+        };
+        let path = root.join("content/blobs/sha256").join(hex);
+        let output = std::process::Command::new("sha256sum").arg(&path).output().expect("run sha256sum");
+        let actual = String::from_utf8_lossy(&output.stdout).split_whitespace().next().unwrap_or("").to_string();
+        if actual != hex {
+            bad.push((digest, format!("sha256:{actual}")));
+        }
+    }
+    bad
+}
