@@ -1,1 +1,15 @@
-//! berth-cri
+//! berth-cri: `berthd`, berth's CRI v1 server.
+//!
+//! - [`config`]: the config file and the flags that override it.
+//! - [`server`]: startup (dirs, redb, image store, socket), serving, graceful shutdown.
+//! - [`runtime`]: CRI RuntimeService (Version, Status, RuntimeConfig; the rest not yet).
+//! - [`image`]: CRI ImageService, one file per RPC, over [`berth_images::ImageStore`].
+//! - [`errors`]: image store errors to gRPC codes, in one place.
+//! - [`request_span`]: a span per request with its request id and RPC name.
+
+pub mod config;
+pub mod errors;
+pub mod image;
+pub mod request_span;
+pub mod runtime;
+pub mod server;

@@ -1,0 +1,86 @@
+//! The one place where image store errors become gRPC status codes.
+//!
+//! The image store classifies each error by [`ErrorKind`] where it understands it; here we
+//! only translate the kind. The message is the error's own text, which names the
+//! reference, registry or digest and says what went wrong.
+//!
+//! | ErrorKind         | gRPC code          | why                                                   |
+//! |-------------------|--------------------|-------------------------------------------------------|
+//! | NotFound          | NotFound           | unknown image, tag, manifest or platform              |
+//! | InvalidArgument   | InvalidArgument    | malformed reference: the caller must fix the request  |
+//! | Unavailable       | Unavailable        | registry down or 5xx: retrying later may succeed      |
+//! | Unauthenticated   | Unauthenticated    | the registry refused the credentials                  |
+//! | BadContent        | FailedPrecondition | see below                                             |
+//! | Internal          | Internal           | disk full, permissions, database: the node's problem  |
+//!
+//! BadContent (digest or size mismatch, truncated, corrupt or hostile layer, unsupported
+//! media type) maps to FailedPrecondition, not DataLoss: the request was valid and the
+//! registry reachable, but what the registry serves cannot be accepted, and retrying will
+//! not help until that content is fixed, which is FailedPrecondition's contract. DataLoss
+//! would tell an operator that berth lost or corrupted *its own* data, which it did not:
+//! a rejected pull leaves nothing behind.
+
+use berth_images::{Error, ErrorKind};
+use tonic::{Code, Status};
+
+pub fn code_for(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::BadContent => Code::FailedPrecondition,
+        ErrorKind::Internal => Code::Internal,
+    }
+}
+
+/// The status a CRI caller sees for an image store error.
+pub fn image_error_status(err: &Error) -> Status {
+    Status::new(code_for(err.kind()), err.to_string())
+}
+
+/// A blocking store call run with `spawn_blocking` died (panicked or was cancelled).
+/// That is a bug in berth, not the caller's fault.
+pub fn task_failed_status(what: &str, err: tokio::task::JoinError) -> Status {
+    tracing::error!(error = %err, "{what} failed unexpectedly");
+    Status::internal(format!("{what} failed unexpectedly: {err}; see berthd's log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_code() {
+        assert_eq!(code_for(ErrorKind::NotFound), Code::NotFound);
+        assert_eq!(code_for(ErrorKind::InvalidArgument), Code::InvalidArgument);
+        assert_eq!(code_for(ErrorKind::Unavailable), Code::Unavailable);
+        assert_eq!(code_for(ErrorKind::Unauthenticated), Code::Unauthenticated);
+        assert_eq!(code_for(ErrorKind::BadContent), Code::FailedPrecondition);
+        assert_eq!(code_for(ErrorKind::Internal), Code::Internal);
+    }
+
+    #[test]
+    fn status_carries_the_errors_message() {
+        let status = image_error_status(&Error::ImageNotFound("docker.io/library/nope:latest".into()));
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().contains("docker.io/library/nope:latest"), "{}", status.message());
+
+        let status = image_error_status(&Error::InvalidReference { reference: "UPPER/x".into(), reason: "uppercase".into() });
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("UPPER/x"));
+
+        let status = image_error_status(&Error::RegistryUnavailable { registry: "127.0.0.1:1".into(), reason: "connection refused".into() });
+        assert_eq!(status.code(), Code::Unavailable);
+
+        let status = image_error_status(&Error::Unauthorized { registry: "r".into(), reason: "401".into() });
+        assert_eq!(status.code(), Code::Unauthenticated);
+
+        let status = image_error_status(&Error::DigestMismatch { expected: "sha256:aa".into(), actual: "sha256:bb".into() });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.message().contains("sha256:aa") && status.message().contains("sha256:bb"));
+
+        let status = image_error_status(&Error::Database("disk full".into()));
+        assert_eq!(status.code(), Code::Internal);
+    }
+}

@@ -1,0 +1,185 @@
+//! CRI RuntimeService. Version, Status and RuntimeConfig answer truthfully; every pod and
+//! container RPC answers `Unimplemented` with a message saying why, until the runtime
+//! milestone builds them (one file per RPC, as these three).
+
+mod runtime_config;
+mod status;
+mod version;
+
+use std::pin::Pin;
+
+use futures::Stream;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use k8s_cri::v1::*;
+use tonic::{Request, Response, Status};
+
+pub use status::{NETWORK_NOT_READY_REASON, NETWORK_READY, RUNTIME_READY};
+pub use version::{RUNTIME_API_VERSION, RUNTIME_NAME};
+
+pub struct RuntimeServer {
+    /// berthd's effective configuration as JSON, for verbose Status.
+    config_json: String,
+}
+
+impl RuntimeServer {
+    pub fn new(config_json: String) -> Self {
+        Self { config_json }
+    }
+}
+
+/// The answer of every RPC berth does not implement yet.
+pub fn not_implemented_yet(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "berth does not implement {rpc} yet: pods and containers land with the runtime milestone; \
+         this berthd serves images only"
+    ))
+}
+
+type ContainerEventStream = Pin<Box<dyn Stream<Item = Result<ContainerEventResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeServer {
+    async fn version(&self, request: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(version::version(request.into_inner())))
+    }
+
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(status::status(request.into_inner(), &self.config_json)))
+    }
+
+    async fn runtime_config(&self, request: Request<RuntimeConfigRequest>) -> Result<Response<RuntimeConfigResponse>, Status> {
+        Ok(Response::new(runtime_config::runtime_config(request.into_inner())))
+    }
+
+    async fn run_pod_sandbox(&self, _: Request<RunPodSandboxRequest>) -> Result<Response<RunPodSandboxResponse>, Status> {
+        Err(not_implemented_yet("RunPodSandbox"))
+    }
+
+    async fn stop_pod_sandbox(&self, _: Request<StopPodSandboxRequest>) -> Result<Response<StopPodSandboxResponse>, Status> {
+        Err(not_implemented_yet("StopPodSandbox"))
+    }
+
+    async fn remove_pod_sandbox(&self, _: Request<RemovePodSandboxRequest>) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        Err(not_implemented_yet("RemovePodSandbox"))
+    }
+
+    async fn pod_sandbox_status(&self, _: Request<PodSandboxStatusRequest>) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        Err(not_implemented_yet("PodSandboxStatus"))
+    }
+
+    async fn list_pod_sandbox(&self, _: Request<ListPodSandboxRequest>) -> Result<Response<ListPodSandboxResponse>, Status> {
+        Err(not_implemented_yet("ListPodSandbox"))
+    }
+
+    async fn create_container(&self, _: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
+        Err(not_implemented_yet("CreateContainer"))
+    }
+
+    async fn start_container(&self, _: Request<StartContainerRequest>) -> Result<Response<StartContainerResponse>, Status> {
+        Err(not_implemented_yet("StartContainer"))
+    }
+
+    async fn stop_container(&self, _: Request<StopContainerRequest>) -> Result<Response<StopContainerResponse>, Status> {
+        Err(not_implemented_yet("StopContainer"))
+    }
+
+    async fn remove_container(&self, _: Request<RemoveContainerRequest>) -> Result<Response<RemoveContainerResponse>, Status> {
+        Err(not_implemented_yet("RemoveContainer"))
+    }
+
+    async fn list_containers(&self, _: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
+        Err(not_implemented_yet("ListContainers"))
+    }
+
+    async fn container_status(&self, _: Request<ContainerStatusRequest>) -> Result<Response<ContainerStatusResponse>, Status> {
+        Err(not_implemented_yet("ContainerStatus"))
+    }
+
+    async fn update_container_resources(
+        &self,
+        _: Request<UpdateContainerResourcesRequest>,
+    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        Err(not_implemented_yet("UpdateContainerResources"))
+    }
+
+    async fn reopen_container_log(&self, _: Request<ReopenContainerLogRequest>) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        Err(not_implemented_yet("ReopenContainerLog"))
+    }
+
+    async fn exec_sync(&self, _: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
+        Err(not_implemented_yet("ExecSync"))
+    }
+
+    async fn exec(&self, _: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        Err(not_implemented_yet("Exec"))
+    }
+
+    async fn attach(&self, _: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+        Err(not_implemented_yet("Attach"))
+    }
+
+    async fn port_forward(&self, _: Request<PortForwardRequest>) -> Result<Response<PortForwardResponse>, Status> {
+        Err(not_implemented_yet("PortForward"))
+    }
+
+    async fn container_stats(&self, _: Request<ContainerStatsRequest>) -> Result<Response<ContainerStatsResponse>, Status> {
+        Err(not_implemented_yet("ContainerStats"))
+    }
+
+    async fn list_container_stats(&self, _: Request<ListContainerStatsRequest>) -> Result<Response<ListContainerStatsResponse>, Status> {
+        Err(not_implemented_yet("ListContainerStats"))
+    }
+
+    async fn pod_sandbox_stats(&self, _: Request<PodSandboxStatsRequest>) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        Err(not_implemented_yet("PodSandboxStats"))
+    }
+
+    async fn list_pod_sandbox_stats(&self, _: Request<ListPodSandboxStatsRequest>) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        Err(not_implemented_yet("ListPodSandboxStats"))
+    }
+
+    async fn update_runtime_config(&self, _: Request<UpdateRuntimeConfigRequest>) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+        Err(not_implemented_yet("UpdateRuntimeConfig"))
+    }
+
+    async fn checkpoint_container(&self, _: Request<CheckpointContainerRequest>) -> Result<Response<CheckpointContainerResponse>, Status> {
+        Err(not_implemented_yet("CheckpointContainer"))
+    }
+
+    type GetContainerEventsStream = ContainerEventStream;
+
+    async fn get_container_events(&self, _: Request<GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Err(not_implemented_yet("GetContainerEvents"))
+    }
+
+    async fn list_metric_descriptors(&self, _: Request<ListMetricDescriptorsRequest>) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+        Err(not_implemented_yet("ListMetricDescriptors"))
+    }
+
+    async fn list_pod_sandbox_metrics(&self, _: Request<ListPodSandboxMetricsRequest>) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+        Err(not_implemented_yet("ListPodSandboxMetrics"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[tokio::test]
+    async fn unbuilt_rpcs_answer_unimplemented_naming_the_rpc() {
+        let server = RuntimeServer::new("{}".into());
+        let status = server.run_pod_sandbox(Request::new(RunPodSandboxRequest::default())).await.expect_err("not built");
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert!(status.message().contains("RunPodSandbox"), "{}", status.message());
+        let status = server.list_containers(Request::new(ListContainersRequest::default())).await.expect_err("not built");
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert!(status.message().contains("ListContainers"));
+        let status = match server.get_container_events(Request::new(GetEventsRequest::default())).await {
+            Ok(_) => panic!("GetContainerEvents must not stream yet"),
+            Err(status) => status,
+        };
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert!(status.message().contains("GetContainerEvents"));
+    }
+}
