@@ -16,12 +16,14 @@ use crate::paths;
 
 /// How long berthd may take from exec to accepting connections on its socket.
 pub const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// berthd's own crates at debug, the gRPC and HTTP/2 machinery quiet.
+pub const LOG_LEVEL: &str = "info,berth_cri=debug,berth_images=debug";
 /// How long berthd may take to exit after SIGTERM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running berthd under test. Its directories live in one temp dir:
 /// `root/` (`--root`), `state/` (`--state`, holding `berth.sock`), `config.toml` and
-/// `berthd.log` (stdout and stderr of every run, appended).
+/// `berthd.log` (stdout and stderr of every run, appended; printed when the test fails).
 ///
 /// Dropping it stops berthd (SIGTERM, then SIGKILL), unmounts whatever is left under the temp
 /// dir, prints the log if the test is failing, and removes the temp dir (kept, and its path
@@ -117,7 +119,7 @@ impl Berthd {
     async fn channel(&self) -> tonic::transport::Channel {
         match cri::connect(&self.socket).await {
             Ok(channel) => channel,
-            Err(e) => panic!("connect to berthd at {}: {e:?}\n{}", self.socket.display(), self.log_banner()),
+            Err(e) => panic!("connect to berthd at {}: {e:?}", self.socket.display()),
         }
     }
 
@@ -141,7 +143,7 @@ impl Berthd {
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("berthd did not exit within {STOP_TIMEOUT:?} of {signal}\n{}", self.log_banner());
+                panic!("berthd did not exit within {STOP_TIMEOUT:?} of {signal}");
             }
         }
     }
@@ -149,7 +151,7 @@ impl Berthd {
     /// Stops berthd with SIGTERM and asserts it exited with status 0.
     pub fn stop(&mut self) {
         let status = self.terminate();
-        assert!(status.success(), "berthd exited with {status} after SIGTERM\n{}", self.log_banner());
+        assert!(status.success(), "berthd exited with {status} after SIGTERM");
     }
 
     /// Starts berthd again on the same root, state and config. If it still runs, it is
@@ -170,14 +172,14 @@ impl Berthd {
     /// Asserts nothing leaked; call it after [`Berthd::stop`] at the end of a test.
     pub fn assert_no_leaks(&self) {
         let found = self.leaks();
-        assert!(found.is_empty(), "leaked after berthd stopped: {found:#?}\n{}", self.log_banner());
+        assert!(found.is_empty(), "leaked after berthd stopped: {found:#?}");
     }
 
     /// Asserts that no interrupted write left temp files in the content or snapshot store;
     /// unlike [`Berthd::assert_no_leaks`] it may run while berthd runs.
     pub fn assert_no_temp_leftovers(&self) {
         let found = leaks::temp_leftovers(&self.root);
-        assert!(found.is_empty(), "temp files left in the store: {found:#?}\n{}", self.log_banner());
+        assert!(found.is_empty(), "temp files left in the store: {found:#?}");
     }
 
     fn log_banner(&self) -> String {
@@ -200,7 +202,7 @@ impl Berthd {
             .arg("--config")
             .arg(&self.config)
             .arg("--log-level")
-            .arg("debug")
+            .arg(LOG_LEVEL)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr));
@@ -228,18 +230,14 @@ impl Berthd {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    panic!("berthd exited during startup with {status}\n{}", self.log_banner());
+                    panic!("berthd exited during startup with {status}");
                 }
             }
             if tokio::net::UnixStream::connect(&self.socket).await.is_ok() {
                 return;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "berthd did not listen on {} within {START_TIMEOUT:?}\n{}",
-                    self.socket.display(),
-                    self.log_banner()
-                );
+                panic!("berthd did not listen on {} within {START_TIMEOUT:?}", self.socket.display());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

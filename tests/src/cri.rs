@@ -1,6 +1,7 @@
 //! CRI v1 clients over a unix socket, and small helpers for the image calls tests repeat.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -14,16 +15,41 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub type RuntimeClient = RuntimeServiceClient<Channel>;
 pub type ImageClient = ImageServiceClient<Channel>;
 
+/// The runtime that drives every client connection of the harness.
+///
+/// Tests block their own thread at times (stopping berthd waits synchronously, and Drop
+/// cannot await). A connection driven by the test's runtime would then stop answering
+/// berthd's GOAWAY and PING during graceful shutdown, and berthd would wait for it. On
+/// this runtime's own thread connections keep running whatever the test thread does; the
+/// channels work from any runtime.
+fn client_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cri-clients")
+            .enable_all()
+            .build()
+            .expect("build the CRI client runtime")
+    })
+}
+
 /// Opens a gRPC channel to the unix socket at `socket`.
 pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
     let socket: PathBuf = socket.to_path_buf();
-    // The URI is required by tonic but unused: the connector ignores it and dials the socket.
-    Endpoint::from_static("http://[::1]:50051")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
-        }))
-        .await
+    let connecting = client_runtime().spawn(async move {
+        // The URI is required by tonic but unused: the connector dials the socket.
+        Endpoint::from_static("http://[::1]:50051")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+            }))
+            .await
+    });
+    match connecting.await {
+        Ok(result) => result,
+        Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+    }
 }
 
 /// An `ImageSpec` naming `image`.
