@@ -207,8 +207,7 @@ mod tests {
                 }
             }
         }
-        let mut config = Config::default();
-        config.address = Some(PathBuf::from("/x"));
+        let mut config = Config { address: Some(PathBuf::from("/x")), ..Default::default() };
         config.images.registries.insert(
             "docker.io".into(),
             RegistryConfig { mirrors: vec![RegistryHost::default()], ..Default::default() },
