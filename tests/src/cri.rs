@@ -22,7 +22,7 @@ pub type ImageClient = ImageServiceClient<Channel>;
 /// berthd's GOAWAY and PING during graceful shutdown, and berthd would wait for it. On
 /// this runtime's own thread connections keep running whatever the test thread does; the
 /// channels work from any runtime.
-fn client_runtime() -> &'static tokio::runtime::Runtime {
+pub(crate) fn client_runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()

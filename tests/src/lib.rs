@@ -15,6 +15,7 @@ pub mod cri;
 pub mod fixtures;
 pub mod leaks;
 pub mod paths;
+pub mod proxy;
 pub mod store;
 
 pub use berthd::Berthd;
