@@ -127,6 +127,15 @@ impl LocalRegistry {
         }
     }
 
+    /// Kills the registry at once (SIGKILL, no graceful shutdown) and reaps it, as a crash
+    /// or a pulled plug would. Storage is kept.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the registry if running and starts it again on the same port and storage.
     pub fn restart(&mut self) -> Result<()> {
         self.stop();

@@ -131,8 +131,13 @@ fn restart_keeps_content_and_port_and_stop_kills_the_process() {
     assert!(!copy.status.success(), "copy of a corrupted blob must fail");
 
     let second_pid = registry.pid().unwrap();
+    registry.kill();
+    assert!(!process_exists(second_pid));
+    registry.restart().expect("restart after kill");
+    assert_eq!(registry.addr(), addr);
+    let third_pid = registry.pid().unwrap();
     let storage = registry.storage_dir();
     drop(registry);
-    assert!(!process_exists(second_pid));
+    assert!(!process_exists(third_pid));
     assert!(!storage.exists(), "temp dir removed on drop");
 }
