@@ -273,50 +273,89 @@ fn climb() -> String {
     "../".repeat(32)
 }
 
-/// Pushes `layers` as one image, pulls it, and checks containment: the canary is
-/// untouched, no marker file exists outside a snapshot's `fs/`, and either the pull
-/// failed with a message and left nothing, or it succeeded with everything inside.
-async fn assert_hostile_layers_contained(case: &str, canary: &Canary, layers: Vec<Layer>) {
-    let registry = fixtures::registry();
-    let layers = layers.into_iter().map(|l| (l, Compression::Gzip)).collect();
-    let spec = ImageSpec { layers, ..Default::default() };
-    let pushed = fixtures::push(&registry, "hostile", "latest", &spec);
-    let berthd = Berthd::start().await;
-    let mut images = berthd.images().await;
-    let image = reference(&registry, "hostile:latest");
+/// One registry, one berthd and one canary for a family of hostile layers. Each case is
+/// its own image with the hostile entry first, so every vector is exercised on its own
+/// (extraction stops at the first refused entry).
+struct HostileSuite {
+    registry: berth_imagegen::LocalRegistry,
+    berthd: Berthd,
+    canary: Canary,
+    cases: usize,
+}
 
-    let result = pull(&mut images, &image).await;
-    canary.assert_untouched(case);
-    assert_markers_only_in_snapshots(case, berthd.base_dir());
-    match result {
-        Err(err) => {
-            assert!(
-                matches!(err.code(), Code::FailedPrecondition | Code::InvalidArgument | Code::PermissionDenied),
-                "{case}: a hostile layer is bad content, not {:?}: {err:?}",
-                err.code()
-            );
-            assert!(err.message().to_lowercase().contains("layer"), "{case}: the message names the layer: {err:?}");
-            assert!(list_images(&mut images).await.expect("ListImages").is_empty(), "{case}: no image recorded");
-            let status = image_status(&mut images, &image, false).await.expect("ImageStatus");
-            assert!(status.image.is_none(), "{case}: ImageStatus finds no image");
-            let last_chain = store::chain_ids(&pushed.diff_ids).pop().expect("a layer");
-            assert!(store::snapshot_dir(berthd.root(), &last_chain).is_none(), "{case}: no snapshot of the refused layer");
-            berthd.assert_no_temp_leftovers();
-        }
-        Ok(id) => {
-            assert_eq!(id, pushed.config_digest, "{case}");
-            // Accepted means contained: no device nodes other than whiteouts either.
-            for dir in store::snapshot_dirs(berthd.root()) {
-                store::walk(&dir, &mut |path, meta| {
-                    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-                    let device = meta.file_type().is_block_device() || meta.file_type().is_char_device();
-                    assert!(!device || meta.rdev() == 0, "{case}: device node {} was created", path.display());
-                });
+impl HostileSuite {
+    async fn new() -> HostileSuite {
+        HostileSuite { registry: fixtures::registry(), berthd: Berthd::start().await, canary: Canary::new(), cases: 0 }
+    }
+
+    /// Pushes `layers` as one image, pulls it, and checks containment: the canary is
+    /// untouched, no marker file exists outside a snapshot's `fs/`, and either the pull
+    /// failed with a message naming the layer and left nothing, or it succeeded with
+    /// everything inside the snapshots. Returns the pull's outcome.
+    async fn check(&mut self, case: &str, layers: Vec<Layer>) -> Result<String, tonic::Status> {
+        self.cases += 1;
+        let repo = format!("hostile/case{}", self.cases);
+        let layers = layers.into_iter().map(|l| (l, Compression::Gzip)).collect();
+        let spec = ImageSpec { layers, ..Default::default() };
+        let pushed = fixtures::push(&self.registry, &repo, "latest", &spec);
+        let mut images = self.berthd.images().await;
+        let image = reference(&self.registry, &format!("{repo}:latest"));
+
+        let result = pull(&mut images, &image).await;
+        eprintln!("{case}: {:?}", result.as_ref().map_err(|e| (e.code(), e.message().to_string())));
+        self.canary.assert_untouched(case);
+        assert_markers_only_in_snapshots(case, self.berthd.base_dir());
+        match &result {
+            Err(err) => {
+                assert!(
+                    matches!(err.code(), Code::FailedPrecondition | Code::InvalidArgument | Code::PermissionDenied),
+                    "{case}: a hostile layer is bad content, not {:?}: {err:?}",
+                    err.code()
+                );
+                let layer = pushed.layer_digests.last().expect("a layer").trim_start_matches("sha256:");
+                assert!(err.message().contains(layer), "{case}: the message names the layer: {err:?}");
+                let status = image_status(&mut images, &image, false).await.expect("ImageStatus");
+                assert!(status.image.is_none(), "{case}: no image recorded, ImageStatus finds {status:?}");
+                let listed = list_images(&mut images).await.expect("ListImages");
+                assert!(!listed.iter().any(|i| i.id == pushed.config_digest), "{case}: ListImages shows the image");
+                let last_chain = store::chain_ids(&pushed.diff_ids).pop().expect("a layer");
+                assert!(
+                    store::snapshot_dir(self.berthd.root(), &last_chain).is_none(),
+                    "{case}: no snapshot of the refused layer"
+                );
+                self.berthd.assert_no_temp_leftovers();
+            }
+            Ok(id) => {
+                assert_eq!(id, &pushed.config_digest, "{case}");
+                // Accepted means contained: no device nodes other than whiteouts either.
+                for dir in store::snapshot_dirs(self.berthd.root()) {
+                    store::walk(&dir, &mut |path, meta| {
+                        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+                        let device = meta.file_type().is_block_device() || meta.file_type().is_char_device();
+                        assert!(!device || meta.rdev() == 0, "{case}: device node {} was created", path.display());
+                    });
+                }
             }
         }
+        result
     }
-    drop(berthd);
-    canary.assert_untouched(case);
+
+    /// The files dir of the top layer of the image pulled in the last `check`.
+    fn top_layer_dir(&self, layers: &[Layer]) -> PathBuf {
+        let diff_ids: Vec<String> = layers
+            .iter()
+            .map(|l| berth_imagegen::sha256_digest(&l.to_tar().expect("render layer")))
+            .collect();
+        store::layer_dir(self.berthd.root(), store::chain_ids(&diff_ids).last().expect("a layer"))
+    }
+}
+
+impl Drop for HostileSuite {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.canary.assert_untouched("after all cases");
+        }
+    }
 }
 
 /// Fails when a file named with [`MARKER`] exists under `base` outside `snapshots/*/fs/`.
@@ -337,93 +376,96 @@ fn assert_markers_only_in_snapshots(case: &str, base: &Path) {
 
 #[tokio::test]
 async fn hostile_layer_path_traversal() {
-    let canary = Canary::new();
-    let layer = Layer::new()
-        .raw_path(format!("../{MARKER}-1"), "owned", 0o644)
-        .raw_path(format!("../../{MARKER}-2"), "owned", 0o644)
-        .raw_path(format!("{}{}/{MARKER}-3", climb(), canary.from_root()), "owned", 0o644)
-        .raw_path(format!("{}{}/victim", climb(), canary.from_root()), "owned", 0o644)
-        .raw_path(format!("ok/../../{MARKER}-4"), "owned", 0o644);
-    assert_hostile_layers_contained("path traversal", &canary, vec![layer]).await;
+    let mut suite = HostileSuite::new().await;
+    let canary = suite.canary.from_root();
+    for (case, name) in [
+        ("parent of the layer", format!("../{MARKER}")),
+        ("grandparent of the layer", format!("../../{MARKER}")),
+        ("climb to the canary", format!("{}{canary}/{MARKER}", climb())),
+        ("overwrite the canary file", format!("{}{canary}/victim", climb())),
+        ("climb from a subdir", format!("ok/../../{MARKER}")),
+        ("dot-dot in the middle", format!("a/b/../../../{MARKER}")),
+    ] {
+        suite.check(&format!("path traversal: {case}"), vec![Layer::new().raw_path(name, "owned", 0o644)]).await.ok();
+    }
 }
 
 #[tokio::test]
 async fn hostile_layer_absolute_paths() {
-    let canary = Canary::new();
-    let layer = Layer::new()
-        .raw_path(format!("{}/{MARKER}", canary.path().display()), "owned", 0o644)
-        .raw_path(format!("{}/victim", canary.path().display()), "owned", 0o644);
-    assert_hostile_layers_contained("absolute paths", &canary, vec![layer]).await;
+    let mut suite = HostileSuite::new().await;
+    let canary = suite.canary.path().to_path_buf();
+    for (case, name) in [
+        ("new file", format!("{}/{MARKER}", canary.display())),
+        ("overwrite the canary file", format!("{}/victim", canary.display())),
+    ] {
+        suite.check(&format!("absolute path: {case}"), vec![Layer::new().raw_path(name, "owned", 0o644)]).await.ok();
+    }
 }
 
 #[tokio::test]
-async fn hostile_layer_absolute_symlink_escape() {
-    let canary = Canary::new();
-    let layer = Layer::new()
-        .symlink("escape", &canary.path().to_string_lossy())
-        .file(&format!("escape/{MARKER}"), "owned", 0o644)
-        .file("escape/victim", "owned", 0o644);
-    assert_hostile_layers_contained("absolute symlink escape", &canary, vec![layer]).await;
+async fn hostile_layer_symlink_escape() {
+    let mut suite = HostileSuite::new().await;
+    let canary_abs = suite.canary.path().to_string_lossy().into_owned();
+    let canary_rel = format!("{}{}", climb(), suite.canary.from_root());
+    for (case, target) in [("absolute", canary_abs.clone()), ("relative", canary_rel.clone()), ("to the parent", "../..".to_string())] {
+        for child in [MARKER, "victim"] {
+            let layer = Layer::new().symlink("escape", &target).file(&format!("escape/{child}"), "owned", 0o644);
+            suite.check(&format!("{case} symlink escape, write {child}"), vec![layer]).await.ok();
+        }
+        // A directory entry through the link, then a file inside it.
+        let layer = Layer::new().symlink("escape", &target).dir(&format!("escape/{MARKER}-dir"), 0o755);
+        suite.check(&format!("{case} symlink escape, mkdir"), vec![layer]).await.ok();
+    }
+    // The link in one layer, the write through it in the next: each layer unpacks into
+    // its own snapshot, so the second one must not see the first one's link at all.
+    let link = Layer::new().symlink("escape", &canary_abs);
+    let through = Layer::new().dir("escape", 0o755).file(&format!("escape/{MARKER}"), "owned", 0o644);
+    suite.check("symlink in a lower layer, write in the next", vec![link, through]).await.ok();
 }
 
 #[tokio::test]
-async fn hostile_layer_relative_symlink_escape() {
-    let canary = Canary::new();
-    let layer = Layer::new()
-        .symlink("up", &format!("{}{}", climb(), canary.from_root()))
-        .file(&format!("up/{MARKER}"), "owned", 0o644)
-        .file("up/victim", "owned", 0o644)
-        .dir("d", 0o755)
-        .symlink("d/parent", "../..")
-        .file(&format!("d/parent/{MARKER}"), "owned", 0o644);
-    assert_hostile_layers_contained("relative symlink escape", &canary, vec![layer]).await;
-}
-
-#[tokio::test]
-async fn hostile_layer_symlink_then_overwrite_through_it() {
-    // A symlink named like a file that a later entry (or layer) writes: extraction must
-    // replace the link, never follow it.
-    let canary = Canary::new();
-    let victim = canary.path().join("victim");
-    let first = Layer::new().symlink("etc-passwd", &victim.to_string_lossy());
-    let same_layer = first.clone().file("etc-passwd", "owned", 0o644);
-    assert_hostile_layers_contained("symlink overwritten in the same layer", &canary, vec![same_layer]).await;
-    let second = Layer::new().file("etc-passwd", "owned", 0o644).file(MARKER, "x", 0o644);
-    assert_hostile_layers_contained("symlink overwritten by the next layer", &canary, vec![first, second]).await;
+async fn hostile_layer_symlink_replaced_by_a_file() {
+    // A symlink named like a file that a later entry writes: extraction must replace the
+    // link, never write through it.
+    let mut suite = HostileSuite::new().await;
+    let victim = suite.canary.path().join("victim").to_string_lossy().into_owned();
+    let layers = vec![Layer::new().symlink("passwd", &victim).file("passwd", "owned", 0o644)];
+    if suite.check("symlink then file of the same name", layers.clone()).await.is_ok() {
+        let passwd = suite.top_layer_dir(&layers).join("passwd");
+        let meta = std::fs::symlink_metadata(&passwd).expect("passwd");
+        assert!(meta.is_file(), "the later file entry replaced the link");
+        assert_eq!(std::fs::read_to_string(&passwd).expect("read passwd"), "owned");
+    }
 }
 
 #[tokio::test]
 async fn hostile_layer_hardlink_escape() {
-    let canary = Canary::new();
-    let victim_abs = canary.path().join("victim").to_string_lossy().into_owned();
-    let victim_rel = format!("{}{}/victim", climb(), canary.from_root());
+    let mut suite = HostileSuite::new().await;
+    let victim_abs = suite.canary.path().join("victim").to_string_lossy().into_owned();
+    let victim_rel = format!("{}{}/victim", climb(), suite.canary.from_root());
+    for (case, target) in [("absolute", victim_abs.clone()), ("relative", victim_rel), ("host file", "/etc/hostname".to_string())] {
+        let layer = Layer::new().hardlink("link", &target).file("link", "owned", 0o644);
+        suite.check(&format!("{case} hardlink escape"), vec![layer]).await.ok();
+    }
+    let layer = Layer::new().symlink("outside", &suite.canary.path().to_string_lossy()).hardlink("link", "outside/victim");
+    suite.check("hardlink through a symlink", vec![layer]).await.ok();
     let layer = Layer::new()
-        .hardlink("abs-link", &victim_abs)
-        .file("abs-link", "owned", 0o644)
-        .hardlink("rel-link", &victim_rel)
-        .file("rel-link", "owned", 0o644);
-    assert_hostile_layers_contained("hardlink escape", &canary, vec![layer]).await;
-}
-
-#[tokio::test]
-async fn hostile_layer_hardlink_through_symlink() {
-    let canary = Canary::new();
-    let layer = Layer::new()
-        .symlink("outside", &canary.path().to_string_lossy())
-        .hardlink("link", "outside/victim")
-        .file("link", "owned", 0o644);
-    assert_hostile_layers_contained("hardlink through a symlink", &canary, vec![layer]).await;
+        .symlink("outside", &suite.canary.path().to_string_lossy())
+        .file("target", "inside", 0o644)
+        .hardlink("outside/victim", "target");
+    suite.check("hardlink created through a symlink", vec![layer]).await.ok();
 }
 
 #[tokio::test]
 async fn hostile_layer_device_nodes() {
-    let canary = Canary::new();
-    let layer = Layer::new()
-        .dir("dev", 0o755)
-        .char_device("dev/mem", 1, 1)
-        .block_device("dev/vda", 253, 0)
-        .char_device(&format!("{MARKER}-kmsg"), 1, 11);
-    assert_hostile_layers_contained("device nodes", &canary, vec![layer]).await;
+    let mut suite = HostileSuite::new().await;
+    for (case, layer) in [
+        ("/dev/mem", Layer::new().dir("dev", 0o755).char_device("dev/mem", 1, 1)),
+        ("block device", Layer::new().dir("dev", 0o755).block_device("dev/vda", 253, 0)),
+        ("/dev/kmsg", Layer::new().char_device(&format!("{MARKER}-kmsg"), 1, 11)),
+    ] {
+        suite.check(&format!("device node {case}"), vec![layer]).await.ok();
+    }
 }
 
 // ---------------------------------------------------------------------------------------
