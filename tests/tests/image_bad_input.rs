@@ -100,6 +100,18 @@ async fn registry_down_is_unavailable_within_seconds() {
 
 #[tokio::test]
 async fn registry_stopped_mid_pull_leaves_nothing_partial() {
+    registry_goes_away_mid_pull(|registry| registry.stop()).await;
+}
+
+#[tokio::test]
+async fn registry_killed_mid_pull_leaves_nothing_partial() {
+    registry_goes_away_mid_pull(|registry| registry.kill()).await;
+}
+
+/// Starts a ~120 MB pull, ends the registry with `go_away` once the first layer streams
+/// into the store, and checks the pull fails promptly, records nothing and leaves nothing
+/// partial, and that a later pull from the restarted registry succeeds.
+async fn registry_goes_away_mid_pull(go_away: impl FnOnce(&mut berth_imagegen::LocalRegistry)) {
     let mut registry = fixtures::registry();
     // ~120 MB in three uncompressed layers: large enough that the pull is still streaming
     // when the registry goes away, cheap to build without compression.
@@ -122,7 +134,7 @@ async fn registry_stopped_mid_pull_leaves_nothing_partial() {
         assert!(!pulling.is_finished(), "the pull finished before any temp file was seen");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    registry.stop();
+    go_away(&mut registry);
 
     let result = tokio::time::timeout(Duration::from_secs(30), pulling)
         .await
@@ -136,6 +148,13 @@ async fn registry_stopped_mid_pull_leaves_nothing_partial() {
 
     let mut images = berthd.images().await;
     assert!(list_images(&mut images).await.expect("ListImages").is_empty(), "no image recorded");
+    // Layer workers still running when the pull failed may take a moment to notice and
+    // remove their temp files; anything still there after that has leaked.
+    let failed_at = Instant::now();
+    while !berth_tests::leaks::temp_leftovers(berthd.root()).is_empty() && failed_at.elapsed() < TEMP_CLEANUP_GRACE {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("temp files gone {:?} after the failure", failed_at.elapsed());
     assert_no_partial_content(&berthd, &pushed.diff_ids);
 
     // The interrupted pull poisons nothing: with the registry back, it completes.
@@ -144,6 +163,9 @@ async fn registry_stopped_mid_pull_leaves_nothing_partial() {
     assert_eq!(id, pushed.config_digest);
     assert_no_partial_content(&berthd, &pushed.diff_ids);
 }
+
+/// How long a failed pull's layer workers may take to remove their temp files.
+const TEMP_CLEANUP_GRACE: Duration = Duration::from_secs(5);
 
 /// A layer is being written: a temp blob in `content/ingest` or a `.tmp-*` snapshot.
 fn pull_in_progress(root: &Path) -> bool {
