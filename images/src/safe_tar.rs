@@ -460,9 +460,17 @@ impl Extractor {
         let corrupt = |what: &str, e: io::Error| ExtractError::Corrupt(format!("entry {shown:?}: bad {what}: {e}"));
         let header = entry.header();
         let mode = header.mode().map_err(|e| corrupt("mode", e))? & 0o7777;
-        let mut uid = header.uid().map_err(|e| corrupt("uid", e))?;
-        let mut gid = header.gid().map_err(|e| corrupt("gid", e))?;
-        let mut mtime = libc::timespec { tv_sec: header.mtime().map_err(|e| corrupt("mtime", e))? as libc::time_t, tv_nsec: 0 };
+        // An empty numeric field reads as 0, as GNU tar and Go's archive/tar read it.
+        let old = header.as_old();
+        let numeric = |value: io::Result<u64>, raw: &[u8], what: &str| match value {
+            Ok(v) => Ok(v),
+            Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+            Err(e) => Err(corrupt(what, e)),
+        };
+        let mut uid = numeric(header.uid(), &old.uid, "uid")?;
+        let mut gid = numeric(header.gid(), &old.gid, "gid")?;
+        let mtime_secs = numeric(header.mtime(), &old.mtime, "mtime")?;
+        let mut mtime = libc::timespec { tv_sec: mtime_secs as libc::time_t, tv_nsec: 0 };
         let mut xattrs = Vec::new();
         if let Some(pax) = entry.pax_extensions().map_err(|e| corrupt("PAX header", e))? {
             for ext in pax {
