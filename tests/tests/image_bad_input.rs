@@ -120,7 +120,7 @@ async fn registry_goes_away_mid_pull(go_away: impl FnOnce(&mut berth_imagegen::L
         .collect();
     let spec = ImageSpec { layers, ..Default::default() };
     let pushed = fixtures::push(&registry, "big", "latest", &spec);
-    let berthd = Berthd::start().await;
+    let mut berthd = Berthd::start().await;
     let image = reference(&registry, "big:latest");
 
     let mut images = berthd.images().await;
@@ -162,6 +162,9 @@ async fn registry_goes_away_mid_pull(go_away: impl FnOnce(&mut berth_imagegen::L
     let id = pull(&mut images, &image).await.expect("pull after the registry is back");
     assert_eq!(id, pushed.config_digest);
     assert_no_partial_content(&berthd, &pushed.diff_ids);
+    drop(images);
+    berthd.stop();
+    berthd.assert_no_leaks();
 }
 
 /// How long a failed pull's layer workers may take to remove their temp files.

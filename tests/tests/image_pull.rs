@@ -44,7 +44,7 @@ async fn pull_standard_and_check(berthd: &Berthd, registry: &berth_imagegen::Loc
 #[tokio::test]
 async fn pull_by_tag() {
     let registry = fixtures::registry();
-    let berthd = Berthd::start().await;
+    let mut berthd = Berthd::start().await;
     let chain = pull_standard_and_check(&berthd, &registry, "busybox").await;
     let busybox = layer_dir(berthd.root(), &chain[0]).join("bin/busybox");
     let host_busybox = std::fs::metadata(berth_imagegen::BUSYBOX_PATH).expect("host busybox");
@@ -52,6 +52,8 @@ async fn pull_by_tag() {
     assert_eq!(unpacked.len(), host_busybox.len(), "busybox unpacked whole");
     let sh = std::fs::read_link(layer_dir(berthd.root(), &chain[0]).join("bin/sh")).expect("bin/sh is a symlink");
     assert_eq!(sh, PathBuf::from("busybox"));
+    berthd.stop();
+    berthd.assert_no_leaks();
 }
 
 #[tokio::test]
@@ -173,7 +175,7 @@ async fn uncompressed_layer() {
 #[tokio::test]
 async fn whiteouts_and_opaque_dirs_become_overlay_whiteouts() {
     let registry = fixtures::registry();
-    let berthd = Berthd::start().await;
+    let mut berthd = Berthd::start().await;
     let chain = pull_standard_and_check(&berthd, &registry, "multilayer").await;
     assert_eq!(chain.len(), 4);
 
@@ -216,6 +218,8 @@ async fn whiteouts_and_opaque_dirs_become_overlay_whiteouts() {
     assert_eq!(std::fs::read_to_string(root.join("links/soft.txt")).expect("soft.txt"), "target\n");
     assert!(root.join("bin/busybox").is_file());
     drop(rootfs);
+    berthd.stop();
+    berthd.assert_no_leaks();
 }
 
 #[tokio::test]
