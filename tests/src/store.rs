@@ -170,19 +170,6 @@ impl Drop for OverlayMount {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chain_id_of_one_layer_is_its_diff_id_and_then_hashes() {
-        let a = format!("sha256:{}", "a".repeat(64));
-        let b = format!("sha256:{}", "b".repeat(64));
-        let chain = chain_ids(&[a.clone(), b]);
-        assert_eq!(chain[0], a);
-        assert!(chain[1].starts_with("sha256:") && chain[1].len() == 71 && chain[1] != a);
-    }
-}
 
 /// Blobs whose bytes do not hash to their name (a partial or corrupt blob made visible),
 /// as `(digest, actual)`. Uses `sha256sum`, which is fast even when this crate is built
@@ -201,4 +188,18 @@ pub fn unverified_blobs(root: &Path) -> Vec<(String, String)> {
         }
     }
     bad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_id_of_one_layer_is_its_diff_id_and_then_hashes() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let chain = chain_ids(&[a.clone(), b]);
+        assert_eq!(chain[0], a);
+        assert!(chain[1].starts_with("sha256:") && chain[1].len() == 71 && chain[1] != a);
+    }
 }

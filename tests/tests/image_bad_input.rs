@@ -270,7 +270,7 @@ impl Canary {
     }
 
     /// The canary dir as a path relative to `/`, for layers that climb up with `..`.
-    fn from_root(&self) -> String {
+    fn relative_to_root(&self) -> String {
         self.path().to_string_lossy().trim_start_matches('/').to_string()
     }
 
@@ -402,7 +402,7 @@ fn assert_markers_only_in_snapshots(case: &str, base: &Path) {
 #[tokio::test]
 async fn hostile_layer_path_traversal() {
     let mut suite = HostileSuite::new().await;
-    let canary = suite.canary.from_root();
+    let canary = suite.canary.relative_to_root();
     for (case, name) in [
         ("parent of the layer", format!("../{MARKER}")),
         ("grandparent of the layer", format!("../../{MARKER}")),
@@ -431,7 +431,7 @@ async fn hostile_layer_absolute_paths() {
 async fn hostile_layer_symlink_escape() {
     let mut suite = HostileSuite::new().await;
     let canary_abs = suite.canary.path().to_string_lossy().into_owned();
-    let canary_rel = format!("{}{}", climb(), suite.canary.from_root());
+    let canary_rel = format!("{}{}", climb(), suite.canary.relative_to_root());
     for (case, target) in [("absolute", canary_abs.clone()), ("relative", canary_rel.clone()), ("to the parent", "../..".to_string())] {
         for child in [MARKER, "victim"] {
             let layer = Layer::new().symlink("escape", &target).file(&format!("escape/{child}"), "owned", 0o644);
@@ -467,7 +467,7 @@ async fn hostile_layer_symlink_replaced_by_a_file() {
 async fn hostile_layer_hardlink_escape() {
     let mut suite = HostileSuite::new().await;
     let victim_abs = suite.canary.path().join("victim").to_string_lossy().into_owned();
-    let victim_rel = format!("{}{}/victim", climb(), suite.canary.from_root());
+    let victim_rel = format!("{}{}/victim", climb(), suite.canary.relative_to_root());
     for (case, target) in [("absolute", victim_abs.clone()), ("relative", victim_rel), ("host file", "/etc/hostname".to_string())] {
         let layer = Layer::new().hardlink("link", &target).file("link", "owned", 0o644);
         suite.check(&format!("{case} hardlink escape"), vec![layer]).await.ok();
