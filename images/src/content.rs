@@ -80,7 +80,10 @@ impl ContentStore {
         let data = fs::read(&path).map_err(|e| Error::io("reading blob", &path, e))?;
         let actual = Digest::of(&data);
         if &actual != digest {
-            return Err(Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string() });
+            return Err(Error::DigestMismatch {
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
         }
         Ok(data)
     }
@@ -96,19 +99,26 @@ impl ContentStore {
     pub fn write_blob(&self, digest: &Digest, data: &[u8]) -> Result<()> {
         let actual = Digest::of(data);
         if &actual != digest {
-            return Err(Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string() });
+            return Err(Error::DigestMismatch {
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
         }
         if self.contains(digest) {
             return Ok(());
         }
         let mut writer = self.writer(digest, Some(data.len() as u64))?;
-        writer.write_all(data).map_err(|e| Error::io("writing blob", &writer.temp_path, e))?;
+        writer
+            .write_all(data)
+            .map_err(|e| Error::io("writing blob", &writer.temp_path, e))?;
         writer.commit()
     }
 
     /// Starts streaming a blob into `ingest/`. Write the bytes, then `commit()`.
     pub fn writer(&self, digest: &Digest, expected_size: Option<u64>) -> Result<BlobWriter> {
-        let temp_path = self.ingest.join(format!("{}-{}", digest.hex(), unique_suffix()));
+        let temp_path = self
+            .ingest
+            .join(format!("{}-{}", digest.hex(), unique_suffix()));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -139,11 +149,16 @@ impl ContentStore {
 
     /// Digests of all stored blobs (files whose names are not digests are ignored).
     pub fn list(&self) -> Result<Vec<Digest>> {
-        let entries = fs::read_dir(&self.blobs).map_err(|e| Error::io("listing blobs", &self.blobs, e))?;
+        let entries =
+            fs::read_dir(&self.blobs).map_err(|e| Error::io("listing blobs", &self.blobs, e))?;
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("listing blobs", &self.blobs, e))?;
-            if let Some(digest) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            if let Some(digest) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
                 out.push(digest);
             }
         }
@@ -154,7 +169,8 @@ impl ContentStore {
     /// Removes every temp file in `ingest/`. Call at startup, before any pull runs: the
     /// files are leftovers of pulls interrupted by a crash. Returns how many went.
     pub fn cleanup_ingest(&self) -> Result<usize> {
-        let entries = fs::read_dir(&self.ingest).map_err(|e| Error::io("listing ingest", &self.ingest, e))?;
+        let entries =
+            fs::read_dir(&self.ingest).map_err(|e| Error::io("listing ingest", &self.ingest, e))?;
         let mut removed = 0;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("listing ingest", &self.ingest, e))?;
@@ -202,12 +218,19 @@ impl BlobWriter {
     pub fn verify(&self) -> Result<()> {
         if let Some(expected) = self.expected_size {
             if expected != self.hasher.len() {
-                return Err(Error::SizeMismatch { digest: self.expected.to_string(), expected, actual: self.hasher.len() });
+                return Err(Error::SizeMismatch {
+                    digest: self.expected.to_string(),
+                    expected,
+                    actual: self.hasher.len(),
+                });
             }
         }
         let actual = self.hasher.clone().finish();
         if actual != self.expected {
-            return Err(Error::DigestMismatch { expected: self.expected.to_string(), actual: actual.to_string() });
+            return Err(Error::DigestMismatch {
+                expected: self.expected.to_string(),
+                actual: actual.to_string(),
+            });
         }
         Ok(())
     }
@@ -216,7 +239,8 @@ impl BlobWriter {
     /// part of a commit, for callers that want it off the async runtime.
     pub fn sync(&mut self) -> Result<()> {
         if let Some(file) = &self.file {
-            file.sync_data().map_err(|e| Error::io("syncing temp blob", &self.temp_path, e))?;
+            file.sync_data()
+                .map_err(|e| Error::io("syncing temp blob", &self.temp_path, e))?;
         }
         Ok(())
     }
@@ -227,7 +251,8 @@ impl BlobWriter {
         self.verify()?;
         self.sync()?;
         self.file = None;
-        fs::rename(&self.temp_path, &self.final_path).map_err(|e| Error::io("committing blob", &self.final_path, e))?;
+        fs::rename(&self.temp_path, &self.final_path)
+            .map_err(|e| Error::io("committing blob", &self.final_path, e))?;
         // Rename done: nothing for Drop to clean up.
         self.temp_path = PathBuf::new();
         // Make the rename itself durable; a failure here loses nothing that a re-pull
@@ -242,7 +267,10 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let file = self.file.as_mut().ok_or_else(|| io::Error::other("blob writer already committed"))?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob writer already committed"))?;
         let n = file.write(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
@@ -270,7 +298,10 @@ impl Drop for BlobWriter {
 pub(crate) fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("{}-{:x}-{}", std::process::id(), nanos, n)
 }
 
@@ -328,13 +359,19 @@ mod tests {
         w.write_all(b"wrong").unwrap();
         let temp = w.temp_path().to_path_buf();
         assert!(temp.exists());
-        assert!(matches!(w.commit().unwrap_err(), Error::DigestMismatch { .. }));
+        assert!(matches!(
+            w.commit().unwrap_err(),
+            Error::DigestMismatch { .. }
+        ));
         assert!(!temp.exists());
         assert!(!store.contains(&digest));
 
         let mut w = store.writer(&digest, Some(99)).unwrap();
         w.write_all(b"right").unwrap();
-        assert!(matches!(w.commit().unwrap_err(), Error::SizeMismatch { .. }));
+        assert!(matches!(
+            w.commit().unwrap_err(),
+            Error::SizeMismatch { .. }
+        ));
         assert_eq!(fs::read_dir(store.ingest_dir()).unwrap().count(), 0);
     }
 
@@ -360,6 +397,9 @@ mod tests {
         let digest = Digest::of(b"good");
         store.write_blob(&digest, b"good").unwrap();
         fs::write(store.blob_path(&digest), b"evil").unwrap();
-        assert!(matches!(store.read(&digest).unwrap_err(), Error::DigestMismatch { .. }));
+        assert!(matches!(
+            store.read(&digest).unwrap_err(),
+            Error::DigestMismatch { .. }
+        ));
     }
 }

@@ -35,18 +35,28 @@ impl Digest {
     /// Parses `sha256:<64 lowercase hex>`. Anything else (other algorithms, uppercase hex,
     /// wrong length) is an `InvalidReference` error naming the input.
     pub fn parse(s: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidReference { reference: s.to_string(), reason: reason.to_string() };
+        let invalid = |reason: &str| Error::InvalidReference {
+            reference: s.to_string(),
+            reason: reason.to_string(),
+        };
         let Some(hex) = s.strip_prefix(PREFIX) else {
             return Err(invalid("a digest must look like sha256:<64 hex digits>"));
         };
         validate_hex(hex).map_err(|reason| invalid(&reason))?;
-        Ok(Self { full: s.to_string() })
+        Ok(Self {
+            full: s.to_string(),
+        })
     }
 
     /// Builds a digest from its 64 lowercase hex digits (no `sha256:` prefix).
     pub fn from_hex(hex: &str) -> Result<Self> {
-        validate_hex(hex).map_err(|reason| Error::InvalidReference { reference: hex.to_string(), reason })?;
-        Ok(Self { full: format!("{PREFIX}{hex}") })
+        validate_hex(hex).map_err(|reason| Error::InvalidReference {
+            reference: hex.to_string(),
+            reason,
+        })?;
+        Ok(Self {
+            full: format!("{PREFIX}{hex}"),
+        })
     }
 
     /// The sha256 digest of `data`.
@@ -74,9 +84,15 @@ impl Digest {
 
 fn validate_hex(hex: &str) -> std::result::Result<(), String> {
     if hex.len() != HEX_LEN {
-        return Err(format!("a sha256 digest has {HEX_LEN} hex digits, this one has {}", hex.len()));
+        return Err(format!(
+            "a sha256 digest has {HEX_LEN} hex digits, this one has {}",
+            hex.len()
+        ));
     }
-    if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err("a sha256 digest is made of lowercase hex digits (0-9, a-f)".to_string());
     }
     Ok(())
@@ -167,7 +183,9 @@ impl Sha256Hasher {
     }
 
     pub fn finish(self) -> Digest {
-        Digest { full: format!("{PREFIX}{}", hex::encode(self.inner.finalize())) }
+        Digest {
+            full: format!("{PREFIX}{}", hex::encode(self.inner.finalize())),
+        }
     }
 }
 
@@ -179,7 +197,10 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, hasher: Sha256Hasher::new() }
+        Self {
+            inner,
+            hasher: Sha256Hasher::new(),
+        }
     }
 
     /// Bytes read so far.
@@ -218,7 +239,10 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Sha256Hasher::new() }
+        Self {
+            inner,
+            hasher: Sha256Hasher::new(),
+        }
     }
 
     pub fn len(&self) -> u64 {

@@ -49,17 +49,49 @@ pub(crate) enum ExtractError {
     /// The tar stream is malformed or ended early (or the reader failed).
     Corrupt(String),
     /// Our side: disk full, permissions, ...
-    Io { context: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl ExtractError {
     pub(crate) fn into_error(self, layer: &str) -> Error {
         match self {
-            ExtractError::Hostile(reason) => Error::HostileLayer { digest: layer.to_string(), reason },
-            ExtractError::Corrupt(reason) => Error::CorruptLayer { digest: layer.to_string(), reason },
-            ExtractError::Io { context, path, source } => Error::Io { context, path, source },
+            ExtractError::Hostile(reason) => Error::HostileLayer {
+                digest: layer.to_string(),
+                reason,
+            },
+            ExtractError::Corrupt(reason) => Error::CorruptLayer {
+                digest: layer.to_string(),
+                reason: shorten(reason),
+            },
+            ExtractError::Io {
+                context,
+                path,
+                source,
+            } => Error::Io {
+                context,
+                path,
+                source,
+            },
         }
     }
+}
+
+/// Tar errors may quote whole garbage headers; keep messages readable.
+fn shorten(mut reason: String) -> String {
+    const MAX: usize = 300;
+    if reason.len() > MAX {
+        let mut cut = MAX;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push_str("...");
+    }
+    reason
 }
 
 type Result<T, E = ExtractError> = std::result::Result<T, E>;
@@ -90,9 +122,18 @@ pub(crate) struct Extractor {
 impl Extractor {
     pub(crate) fn new(root_path: &Path) -> Result<Self> {
         let c = cpath(root_path.as_os_str().as_bytes())?;
-        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
         if fd < 0 {
-            return Err(io_err("opening snapshot root", root_path, io::Error::last_os_error()));
+            return Err(io_err(
+                "opening snapshot root",
+                root_path,
+                io::Error::last_os_error(),
+            ));
         }
         Ok(Self {
             root: unsafe { OwnedFd::from_raw_fd(fd) },
@@ -106,9 +147,12 @@ impl Extractor {
 
     /// Extracts every entry of `archive`, then applies directory mtimes.
     pub(crate) fn extract_all<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<()> {
-        let entries = archive.entries().map_err(|e| ExtractError::Corrupt(format!("reading tar: {e}")))?;
+        let entries = archive
+            .entries()
+            .map_err(|e| ExtractError::Corrupt(format!("reading tar: {e}")))?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| ExtractError::Corrupt(format!("reading tar entry header: {e}")))?;
+            let mut entry = entry
+                .map_err(|e| ExtractError::Corrupt(format!("reading tar entry header: {e}")))?;
             self.extract_entry(&mut entry)?;
             self.entries += 1;
         }
@@ -123,7 +167,8 @@ impl Extractor {
         if matches!(entry_type, tar::EntryType::XGlobalHeader) {
             return Ok(());
         }
-        let components = sanitize(&raw_path).map_err(|why| ExtractError::Hostile(format!("entry {shown:?}: {why}")))?;
+        let components = sanitize(&raw_path)
+            .map_err(|why| ExtractError::Hostile(format!("entry {shown:?}: {why}")))?;
 
         let Some((name, parent)) = components.split_last() else {
             // The layer's root itself ("./"): only its metadata can be applied.
@@ -134,7 +179,9 @@ impl Extractor {
                 self.dir_times.push((PathBuf::new(), meta.mtime));
                 return Ok(());
             }
-            return Err(ExtractError::Corrupt(format!("entry {shown:?} names the layer root but is not a directory")));
+            return Err(ExtractError::Corrupt(format!(
+                "entry {shown:?} names the layer root but is not a directory"
+            )));
         };
         let parent: PathBuf = parent.iter().map(|c| OsStr::from_bytes(c)).collect();
         let name: &[u8] = name;
@@ -163,7 +210,9 @@ impl Extractor {
                 let meta = self.meta(entry, &shown)?;
                 let target = entry
                     .link_name_bytes()
-                    .ok_or_else(|| ExtractError::Corrupt(format!("symlink {shown:?} has no target")))?
+                    .ok_or_else(|| {
+                        ExtractError::Corrupt(format!("symlink {shown:?} has no target"))
+                    })?
                     .into_owned();
                 let pfd = self.parent_dir(&parent, &shown)?;
                 self.symlink(&pfd, name, &target, &meta, &shown)
@@ -171,7 +220,9 @@ impl Extractor {
             tar::EntryType::Link => {
                 let target = entry
                     .link_name_bytes()
-                    .ok_or_else(|| ExtractError::Corrupt(format!("hardlink {shown:?} has no target")))?
+                    .ok_or_else(|| {
+                        ExtractError::Corrupt(format!("hardlink {shown:?} has no target"))
+                    })?
                     .into_owned();
                 let pfd = self.parent_dir(&parent, &shown)?;
                 self.hardlink(&pfd, &parent, name, &target, &shown)
@@ -183,9 +234,15 @@ impl Extractor {
             }
             tar::EntryType::Char | tar::EntryType::Block => Err(ExtractError::Hostile(format!(
                 "entry {shown:?} is a device node ({}); layers may not create devices",
-                if entry_type == tar::EntryType::Char { "char" } else { "block" }
+                if entry_type == tar::EntryType::Char {
+                    "char"
+                } else {
+                    "block"
+                }
             ))),
-            other => Err(ExtractError::Corrupt(format!("entry {shown:?} has an unsupported tar entry type {other:?}"))),
+            other => Err(ExtractError::Corrupt(format!(
+                "entry {shown:?} has an unsupported tar entry type {other:?}"
+            ))),
         }
     }
 
@@ -201,7 +258,8 @@ impl Extractor {
         entry_type: tar::EntryType,
     ) -> Result<()> {
         let cname = cpath(name)?;
-        let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let flags =
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         let fd = match openat(pfd, &cname, flags, 0o600) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
@@ -217,9 +275,14 @@ impl Extractor {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ExtractError::Corrupt(format!("reading the data of {shown:?}: {e}"))),
+                Err(e) => {
+                    return Err(ExtractError::Corrupt(format!(
+                        "reading the data of {shown:?}: {e}"
+                    )))
+                }
             };
-            file.write_all(&self.buf[..n]).map_err(|e| self.io("writing file", shown, e))?;
+            file.write_all(&self.buf[..n])
+                .map_err(|e| self.io("writing file", shown, e))?;
             copied += n as u64;
         }
         // The tar reader stops quietly where its input ended; a short file is a cut layer.
@@ -234,7 +297,13 @@ impl Extractor {
         futimens(&fd, meta.mtime).map_err(|e| self.io("setting file times", shown, e))
     }
 
-    fn directory(&mut self, pfd: &OwnedFd, name: &[u8], meta: &Meta, shown: &str) -> Result<OwnedFd> {
+    fn directory(
+        &mut self,
+        pfd: &OwnedFd,
+        name: &[u8],
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<OwnedFd> {
         let cname = cpath(name)?;
         if unsafe { libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), 0o700) } != 0 {
             let e = io::Error::last_os_error();
@@ -250,13 +319,25 @@ impl Extractor {
                 }
             }
         }
-        let fd = openat(pfd, &cname, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
-            .map_err(|e| self.io("opening directory", shown, e))?;
+        let fd = openat(
+            pfd,
+            &cname,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+        .map_err(|e| self.io("opening directory", shown, e))?;
         self.apply_fd_meta(&fd, meta, shown)?;
         Ok(fd)
     }
 
-    fn symlink(&mut self, pfd: &OwnedFd, name: &[u8], target: &[u8], meta: &Meta, shown: &str) -> Result<()> {
+    fn symlink(
+        &mut self,
+        pfd: &OwnedFd,
+        name: &[u8],
+        target: &[u8],
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<()> {
         // The target is stored as written: it is resolved inside the container later, and
         // extraction never writes through it (parents are resolved IN_ROOT).
         let cname = cpath(name)?;
@@ -278,22 +359,38 @@ impl Extractor {
         self.apply_at_meta(pfd, &cname, meta, shown, false)
     }
 
-    fn hardlink(&mut self, pfd: &OwnedFd, parent: &Path, name: &[u8], target: &[u8], shown: &str) -> Result<()> {
+    fn hardlink(
+        &mut self,
+        pfd: &OwnedFd,
+        parent: &Path,
+        name: &[u8],
+        target: &[u8],
+        shown: &str,
+    ) -> Result<()> {
         let target_shown = String::from_utf8_lossy(target).into_owned();
-        let components = sanitize(target)
-            .map_err(|why| ExtractError::Hostile(format!("hardlink {shown:?} -> {target_shown:?}: target {why}")))?;
+        let components = sanitize(target).map_err(|why| {
+            ExtractError::Hostile(format!(
+                "hardlink {shown:?} -> {target_shown:?}: target {why}"
+            ))
+        })?;
         let Some((tname, tparent)) = components.split_last() else {
-            return Err(ExtractError::Hostile(format!("hardlink {shown:?} points at the layer root")));
+            return Err(ExtractError::Hostile(format!(
+                "hardlink {shown:?} points at the layer root"
+            )));
         };
         let tparent: PathBuf = tparent.iter().map(|c| OsStr::from_bytes(c)).collect();
         let tpfd = self.resolve_dir(&tparent).map_err(|e| {
-            ExtractError::Corrupt(format!("hardlink {shown:?} -> {target_shown:?}: target directory: {e}"))
+            ExtractError::Corrupt(format!(
+                "hardlink {shown:?} -> {target_shown:?}: target directory: {e}"
+            ))
         })?;
         let ctname = cpath(tname)?;
         let cname = cpath(name)?;
         match stat_at(&tpfd, &ctname) {
             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-                return Err(ExtractError::Hostile(format!("hardlink {shown:?} -> {target_shown:?} targets a directory")));
+                return Err(ExtractError::Hostile(format!(
+                    "hardlink {shown:?} -> {target_shown:?} targets a directory"
+                )));
             }
             Ok(_) => {}
             Err(e) => {
@@ -307,7 +404,16 @@ impl Extractor {
         }
         // flags 0: link the target entry itself, never what a symlink there points at.
         let link = || {
-            if unsafe { libc::linkat(tpfd.as_raw_fd(), ctname.as_ptr(), pfd.as_raw_fd(), cname.as_ptr(), 0) } != 0 {
+            if unsafe {
+                libc::linkat(
+                    tpfd.as_raw_fd(),
+                    ctname.as_ptr(),
+                    pfd.as_raw_fd(),
+                    cname.as_ptr(),
+                    0,
+                )
+            } != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -332,7 +438,8 @@ impl Extractor {
         if name == OPAQUE_WHITEOUT {
             self.parent_dir(parent, shown)?; // creates it if the layer did not list it
             let fd = self.open_dir_rdonly(parent)?;
-            return fsetxattr(&fd, OPAQUE_XATTR, b"y").map_err(|e| self.io("marking directory opaque", shown, e));
+            return fsetxattr(&fd, OPAQUE_XATTR, b"y")
+                .map_err(|e| self.io("marking directory opaque", shown, e));
         }
         if target.starts_with(WHITEOUT_PREFIX) {
             // Other `.wh..wh.*` names are aufs bookkeeping (hardlink dirs); meaningless here.
@@ -340,7 +447,9 @@ impl Extractor {
             return Ok(());
         }
         if target.is_empty() || target == b"." || target == b".." || target.contains(&b'/') {
-            return Err(ExtractError::Hostile(format!("whiteout {shown:?} names no valid entry")));
+            return Err(ExtractError::Hostile(format!(
+                "whiteout {shown:?} names no valid entry"
+            )));
         }
         let pfd = self.parent_dir(parent, shown)?;
         let ctarget = cpath(target)?;
@@ -350,9 +459,17 @@ impl Extractor {
 
     // ----- helpers -----
 
-    fn mknod_replacing(&mut self, pfd: &OwnedFd, cname: &CStr, mode: u32, shown: &str) -> Result<()> {
+    fn mknod_replacing(
+        &mut self,
+        pfd: &OwnedFd,
+        cname: &CStr,
+        mode: u32,
+        shown: &str,
+    ) -> Result<()> {
         let mk = || {
-            if unsafe { libc::mknodat(pfd.as_raw_fd(), cname.as_ptr(), mode, libc::makedev(0, 0)) } != 0 {
+            if unsafe { libc::mknodat(pfd.as_raw_fd(), cname.as_ptr(), mode, libc::makedev(0, 0)) }
+                != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -375,7 +492,8 @@ impl Extractor {
             // std's remove_dir_all works by fd and never follows symlinks; the /proc path
             // only names our (already contained) parent fd.
             let path = proc_fd_path(pfd, cname);
-            crate::snapshot::remove_tree(&path).map_err(|e| self.io("replacing directory", shown, e))
+            crate::snapshot::remove_tree(&path)
+                .map_err(|e| self.io("replacing directory", shown, e))
         } else if unsafe { libc::unlinkat(pfd.as_raw_fd(), cname.as_ptr(), 0) } != 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ENOENT) {
@@ -397,7 +515,9 @@ impl Extractor {
             return Err(self.io("setting mode", shown, io::Error::last_os_error()));
         }
         for (name, value) in &meta.xattrs {
-            let Ok(cname) = CString::new(name.as_str()) else { continue };
+            let Ok(cname) = CString::new(name.as_str()) else {
+                continue;
+            };
             match fsetxattr(fd, &cname, value) {
                 Ok(()) => {}
                 Err(e) if is_unsupported(&e) => {
@@ -410,9 +530,25 @@ impl Extractor {
     }
 
     /// Owner, (mode), xattrs and times for a symlink or fifo, by name in its parent.
-    fn apply_at_meta(&self, pfd: &OwnedFd, cname: &CStr, meta: &Meta, shown: &str, chmod: bool) -> Result<()> {
+    fn apply_at_meta(
+        &self,
+        pfd: &OwnedFd,
+        cname: &CStr,
+        meta: &Meta,
+        shown: &str,
+        chmod: bool,
+    ) -> Result<()> {
         let nofollow = libc::AT_SYMLINK_NOFOLLOW;
-        if unsafe { libc::fchownat(pfd.as_raw_fd(), cname.as_ptr(), meta.uid, meta.gid, nofollow) } != 0 {
+        if unsafe {
+            libc::fchownat(
+                pfd.as_raw_fd(),
+                cname.as_ptr(),
+                meta.uid,
+                meta.gid,
+                nofollow,
+            )
+        } != 0
+        {
             return Err(self.io("setting owner", shown, io::Error::last_os_error()));
         }
         // fchmodat cannot take AT_SYMLINK_NOFOLLOW portably; only fifos get here with chmod.
@@ -420,13 +556,20 @@ impl Extractor {
             return Err(self.io("setting mode", shown, io::Error::last_os_error()));
         }
         if !meta.xattrs.is_empty() {
-            let path = CString::new(proc_fd_path(pfd, cname).into_os_string().into_vec()).map_err(|_| {
-                ExtractError::Corrupt(format!("entry {shown:?}: NUL in name"))
-            })?;
+            let path = CString::new(proc_fd_path(pfd, cname).into_os_string().into_vec())
+                .map_err(|_| ExtractError::Corrupt(format!("entry {shown:?}: NUL in name")))?;
             for (name, value) in &meta.xattrs {
-                let Ok(cxname) = CString::new(name.as_str()) else { continue };
+                let Ok(cxname) = CString::new(name.as_str()) else {
+                    continue;
+                };
                 let rc = unsafe {
-                    libc::lsetxattr(path.as_ptr(), cxname.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+                    libc::lsetxattr(
+                        path.as_ptr(),
+                        cxname.as_ptr(),
+                        value.as_ptr().cast(),
+                        value.len(),
+                        0,
+                    )
                 };
                 if rc != 0 {
                     let e = io::Error::last_os_error();
@@ -439,7 +582,9 @@ impl Extractor {
             }
         }
         let times = [meta.mtime, meta.mtime];
-        if unsafe { libc::utimensat(pfd.as_raw_fd(), cname.as_ptr(), times.as_ptr(), nofollow) } != 0 {
+        if unsafe { libc::utimensat(pfd.as_raw_fd(), cname.as_ptr(), times.as_ptr(), nofollow) }
+            != 0
+        {
             return Err(self.io("setting times", shown, io::Error::last_os_error()));
         }
         Ok(())
@@ -449,7 +594,9 @@ impl Extractor {
         let dir_times = std::mem::take(&mut self.dir_times);
         for (rel, mtime) in dir_times.iter().rev() {
             // A directory replaced later in the layer may be gone; its time does not matter.
-            if let Ok(fd) = self.open_in_root(rel, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW) {
+            if let Ok(fd) =
+                self.open_in_root(rel, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            {
                 let _ = futimens(&fd, *mtime);
             }
         }
@@ -457,7 +604,9 @@ impl Extractor {
 
     /// Header + PAX metadata of an entry.
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta> {
-        let corrupt = |what: &str, e: io::Error| ExtractError::Corrupt(format!("entry {shown:?}: bad {what}: {e}"));
+        let corrupt = |what: &str, e: io::Error| {
+            ExtractError::Corrupt(format!("entry {shown:?}: bad {what}: {e}"))
+        };
         let header = entry.header();
         let mode = header.mode().map_err(|e| corrupt("mode", e))? & 0o7777;
         // An empty numeric field reads as 0, as GNU tar and Go's archive/tar read it.
@@ -470,15 +619,27 @@ impl Extractor {
         let mut uid = numeric(header.uid(), &old.uid, "uid")?;
         let mut gid = numeric(header.gid(), &old.gid, "gid")?;
         let mtime_secs = numeric(header.mtime(), &old.mtime, "mtime")?;
-        let mut mtime = libc::timespec { tv_sec: mtime_secs as libc::time_t, tv_nsec: 0 };
+        let mut mtime = libc::timespec {
+            tv_sec: mtime_secs as libc::time_t,
+            tv_nsec: 0,
+        };
         let mut xattrs = Vec::new();
-        if let Some(pax) = entry.pax_extensions().map_err(|e| corrupt("PAX header", e))? {
+        if let Some(pax) = entry
+            .pax_extensions()
+            .map_err(|e| corrupt("PAX header", e))?
+        {
             for ext in pax {
                 let ext = ext.map_err(|e| corrupt("PAX record", e))?;
                 let Ok(key) = ext.key() else { continue };
                 match key {
-                    "uid" => uid = parse_pax_u64(ext.value_bytes()).ok_or_else(|| corrupt("uid", io::ErrorKind::InvalidData.into()))?,
-                    "gid" => gid = parse_pax_u64(ext.value_bytes()).ok_or_else(|| corrupt("gid", io::ErrorKind::InvalidData.into()))?,
+                    "uid" => {
+                        uid = parse_pax_u64(ext.value_bytes())
+                            .ok_or_else(|| corrupt("uid", io::ErrorKind::InvalidData.into()))?
+                    }
+                    "gid" => {
+                        gid = parse_pax_u64(ext.value_bytes())
+                            .ok_or_else(|| corrupt("gid", io::ErrorKind::InvalidData.into()))?
+                    }
                     "mtime" => {
                         if let Some(t) = parse_pax_time(ext.value_bytes()) {
                             mtime = t;
@@ -487,7 +648,11 @@ impl Extractor {
                     _ => {
                         if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
                             if name.starts_with("trusted.overlay.") {
-                                tracing::warn!(entry = shown, xattr = name, "dropping overlay xattr carried by the layer");
+                                tracing::warn!(
+                                    entry = shown,
+                                    xattr = name,
+                                    "dropping overlay xattr carried by the layer"
+                                );
                                 continue;
                             }
                             xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
@@ -496,9 +661,17 @@ impl Extractor {
                 }
             }
         }
-        let uid = u32::try_from(uid).map_err(|_| corrupt("uid", io::ErrorKind::InvalidData.into()))?;
-        let gid = u32::try_from(gid).map_err(|_| corrupt("gid", io::ErrorKind::InvalidData.into()))?;
-        Ok(Meta { mode: mode as u32, uid, gid, mtime, xattrs })
+        let uid =
+            u32::try_from(uid).map_err(|_| corrupt("uid", io::ErrorKind::InvalidData.into()))?;
+        let gid =
+            u32::try_from(gid).map_err(|_| corrupt("gid", io::ErrorKind::InvalidData.into()))?;
+        Ok(Meta {
+            mode,
+            uid,
+            gid,
+            mtime,
+            xattrs,
+        })
     }
 
     /// The parent directory of an entry, created (0755, as tar does) if the layer did not
@@ -507,7 +680,9 @@ impl Extractor {
     fn parent_dir(&mut self, parent: &Path, shown: &str) -> Result<OwnedFd> {
         if let Some((cached, fd)) = &self.parent_cache {
             if cached == parent {
-                return fd.try_clone().map_err(|e| self.io("duplicating fd", shown, e));
+                return fd
+                    .try_clone()
+                    .map_err(|e| self.io("duplicating fd", shown, e));
             }
         }
         let fd = match self.resolve_dir(parent) {
@@ -515,14 +690,18 @@ impl Extractor {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.mkdir_all(parent, shown)?,
             Err(e) => return Err(self.resolve_error(parent, shown, e)),
         };
-        let dup = fd.try_clone().map_err(|e| self.io("duplicating fd", shown, e))?;
+        let dup = fd
+            .try_clone()
+            .map_err(|e| self.io("duplicating fd", shown, e))?;
         self.parent_cache = Some((parent.to_path_buf(), dup));
         Ok(fd)
     }
 
     fn mkdir_all(&mut self, parent: &Path, shown: &str) -> Result<OwnedFd> {
         let mut prefix = PathBuf::new();
-        let mut current = self.resolve_dir(&prefix).map_err(|e| self.io("opening snapshot root", shown, e))?;
+        let mut current = self
+            .resolve_dir(&prefix)
+            .map_err(|e| self.io("opening snapshot root", shown, e))?;
         for component in parent.iter() {
             prefix.push(component);
             match self.resolve_dir(&prefix) {
@@ -547,7 +726,9 @@ impl Extractor {
             }
             // mkdirat obeys the umask; implicit parents are 0755 like tar makes them.
             unsafe { libc::fchmodat(current.as_raw_fd(), cname.as_ptr(), 0o755, 0) };
-            current = self.resolve_dir(&prefix).map_err(|e| self.resolve_error(&prefix, shown, e))?;
+            current = self
+                .resolve_dir(&prefix)
+                .map_err(|e| self.resolve_error(&prefix, shown, e))?;
         }
         Ok(current)
     }
@@ -557,9 +738,9 @@ impl Extractor {
             Some(libc::ENOTDIR) | Some(libc::ENOENT) => ExtractError::Hostile(format!(
                 "entry {shown:?}: {path:?} is not a directory inside the layer"
             )),
-            Some(libc::ELOOP) | Some(libc::EXDEV) => {
-                ExtractError::Hostile(format!("entry {shown:?}: {path:?} resolves through a symlink loop or out of the layer"))
-            }
+            Some(libc::ELOOP) | Some(libc::EXDEV) => ExtractError::Hostile(format!(
+                "entry {shown:?}: {path:?} resolves through a symlink loop or out of the layer"
+            )),
             _ => self.io("resolving parent directory", shown, e),
         }
     }
@@ -582,7 +763,11 @@ impl Extractor {
     }
 
     fn io(&self, context: &'static str, shown: &str, source: io::Error) -> ExtractError {
-        ExtractError::Io { context, path: self.root_path.join(shown.trim_start_matches('/')), source }
+        ExtractError::Io {
+            context,
+            path: self.root_path.join(shown.trim_start_matches('/')),
+            source,
+        }
     }
 }
 
@@ -620,15 +805,27 @@ fn parse_pax_time(v: &[u8]) -> Option<libc::timespec> {
         nanos.push('0');
     }
     let tv_nsec: i64 = nanos.parse().ok()?;
-    Some(libc::timespec { tv_sec: tv_sec as libc::time_t, tv_nsec: tv_nsec as _ })
+    Some(libc::timespec {
+        tv_sec: tv_sec as libc::time_t,
+        tv_nsec: tv_nsec as _,
+    })
 }
 
 fn cpath(bytes: &[u8]) -> Result<CString> {
-    CString::new(bytes).map_err(|_| ExtractError::Corrupt(format!("name {:?} contains a NUL byte", String::from_utf8_lossy(bytes))))
+    CString::new(bytes).map_err(|_| {
+        ExtractError::Corrupt(format!(
+            "name {:?} contains a NUL byte",
+            String::from_utf8_lossy(bytes)
+        ))
+    })
 }
 
 fn io_err(context: &'static str, path: &Path, source: io::Error) -> ExtractError {
-    ExtractError::Io { context, path: path.to_path_buf(), source }
+    ExtractError::Io {
+        context,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn is_unsupported(e: &io::Error) -> bool {
@@ -641,8 +838,20 @@ fn proc_fd_path(fd: &OwnedFd, name: &CStr) -> PathBuf {
     p
 }
 
-fn openat(dir: &OwnedFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
+fn openat(
+    dir: &OwnedFd,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -658,11 +867,21 @@ fn openat2(dir: RawFd, path: &CStr, flags: libc::c_int, resolve: u64) -> io::Res
         mode: u64,
         resolve: u64,
     }
-    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve };
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve,
+    };
     let mut attempts = 0;
     loop {
         let rc = unsafe {
-            libc::syscall(libc::SYS_openat2, dir, path.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
+            libc::syscall(
+                libc::SYS_openat2,
+                dir,
+                path.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
         };
         if rc >= 0 {
             return Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) });
@@ -673,7 +892,10 @@ fn openat2(dir: RawFd, path: &CStr, flags: libc::c_int, resolve: u64) -> io::Res
             Some(libc::EAGAIN) if attempts < 64 => attempts += 1,
             Some(libc::EINTR) => {}
             Some(libc::ENOSYS) => {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, "openat2(2) is not available: berth needs Linux 5.6 or later"))
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "openat2(2) is not available: berth needs Linux 5.6 or later",
+                ))
             }
             _ => return Err(e),
         }
@@ -682,14 +904,24 @@ fn openat2(dir: RawFd, path: &CStr, flags: libc::c_int, resolve: u64) -> io::Res
 
 fn stat_at(dir: &OwnedFd, name: &CStr) -> io::Result<libc::stat> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+    if unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } != 0
+    {
         return Err(io::Error::last_os_error());
     }
     Ok(st)
 }
 
 fn is_dir_at(dir: &OwnedFd, name: &CStr) -> bool {
-    stat_at(dir, name).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR).unwrap_or(false)
+    stat_at(dir, name)
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        .unwrap_or(false)
 }
 
 fn futimens(fd: &OwnedFd, mtime: libc::timespec) -> io::Result<()> {
@@ -701,7 +933,16 @@ fn futimens(fd: &OwnedFd, mtime: libc::timespec) -> io::Result<()> {
 }
 
 fn fsetxattr(fd: &OwnedFd, name: &CStr, value: &[u8]) -> io::Result<()> {
-    if unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) } != 0 {
+    if unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    } != 0
+    {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -101,7 +101,9 @@ impl SnapshotStore {
     /// container uses it (leases live in the metadata store).
     pub fn remove(&self, chain_id: &Digest) -> Result<bool> {
         let dir = self.dir(chain_id);
-        let doomed = self.dir.join(format!("{TMP_PREFIX}del-{}", unique_suffix()));
+        let doomed = self
+            .dir
+            .join(format!("{TMP_PREFIX}del-{}", unique_suffix()));
         match fs::rename(&dir, &doomed) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -114,11 +116,16 @@ impl SnapshotStore {
 
     /// Chain ids of all complete snapshots.
     pub fn list(&self) -> Result<Vec<Digest>> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("listing snapshots", &self.dir, e))?;
+        let entries =
+            fs::read_dir(&self.dir).map_err(|e| Error::io("listing snapshots", &self.dir, e))?;
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("listing snapshots", &self.dir, e))?;
-            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            if let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
                 out.push(d);
             }
         }
@@ -129,13 +136,15 @@ impl SnapshotStore {
     /// Removes `.tmp-*` leftovers (unpacks or deletes interrupted by a crash). Call at
     /// startup before any pull runs. Returns how many went.
     pub fn cleanup_tmp(&self) -> Result<usize> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("listing snapshots", &self.dir, e))?;
+        let entries =
+            fs::read_dir(&self.dir).map_err(|e| Error::io("listing snapshots", &self.dir, e))?;
         let mut removed = 0;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("listing snapshots", &self.dir, e))?;
             if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
                 let path = entry.path();
-                remove_tree(&path).map_err(|e| Error::io("removing leftover temp snapshot", &path, e))?;
+                remove_tree(&path)
+                    .map_err(|e| Error::io("removing leftover temp snapshot", &path, e))?;
                 removed += 1;
             }
         }
@@ -149,7 +158,10 @@ impl SnapshotStore {
     pub fn begin(&self) -> Result<TempSnapshot> {
         let dir = self.dir.join(format!("{TMP_PREFIX}{}", unique_suffix()));
         fs::create_dir(&dir).map_err(|e| Error::io("creating temp snapshot", &dir, e))?;
-        let snapshot = TempSnapshot { dir, snapshots_dir: self.dir.clone() };
+        let snapshot = TempSnapshot {
+            dir,
+            snapshots_dir: self.dir.clone(),
+        };
         let fs_dir = snapshot.fs_path();
         fs::create_dir(&fs_dir).map_err(|e| Error::io("creating temp snapshot", &fs_dir, e))?;
         // Layer roots are 0755 unless the layer says otherwise (mkdir obeys the umask).
@@ -160,7 +172,11 @@ impl SnapshotStore {
 
     /// The overlay layout for a container over these snapshots (chain ids bottom first),
     /// with fresh `upper/` and `work/` under `container_dir`. Every snapshot must exist.
-    pub fn layout(&self, chain_ids_bottom_first: &[Digest], container_dir: &Path) -> Result<RootfsLayout> {
+    pub fn layout(
+        &self,
+        chain_ids_bottom_first: &[Digest],
+        container_dir: &Path,
+    ) -> Result<RootfsLayout> {
         let mut lowers = Vec::with_capacity(chain_ids_bottom_first.len());
         for id in chain_ids_bottom_first {
             let path = self.path(id);
@@ -243,7 +259,9 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::remove_dir_all(path) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => tracing::debug!(path = %path.display(), error = %e, "removal failed; opening up directory modes and retrying"),
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "removal failed; opening up directory modes and retrying")
+        }
     }
     chmod_dirs(path);
     match fs::remove_dir_all(path) {
@@ -253,7 +271,9 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
 }
 
 fn chmod_dirs(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else { return };
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
     if !meta.is_dir() {
         return;
     }
@@ -271,7 +291,10 @@ fn chmod_dirs(path: &Path) {
 /// lowerdirs (reversed: overlay wants the top layer first), and `<container_dir>/upper`,
 /// `<container_dir>/work` are created empty (upper 0755: it is the rootfs's `/`). An image
 /// without layers gets an empty `<container_dir>/lower` (overlay needs one lowerdir).
-pub fn prepare_layout(lower_dirs_bottom_first: &[PathBuf], container_dir: &Path) -> Result<RootfsLayout> {
+pub fn prepare_layout(
+    lower_dirs_bottom_first: &[PathBuf],
+    container_dir: &Path,
+) -> Result<RootfsLayout> {
     let upper_dir = container_dir.join("upper");
     let work_dir = container_dir.join("work");
     let mut lower_dirs: Vec<PathBuf> = lower_dirs_bottom_first.iter().rev().cloned().collect();
@@ -288,26 +311,44 @@ pub fn prepare_layout(lower_dirs_bottom_first: &[PathBuf], container_dir: &Path)
     if lower_dirs.is_empty() {
         lower_dirs.push(empty_lower);
     }
-    Ok(RootfsLayout { lower_dirs, upper_dir, work_dir })
+    Ok(RootfsLayout {
+        lower_dirs,
+        upper_dir,
+        work_dir,
+    })
 }
 
 /// The overlay mount options for `layout`, checked against what the kernel accepts.
 pub fn overlay_options(layout: &RootfsLayout, target: &Path) -> Result<String> {
-    let mount_err = |reason: String| Error::Mount { target: target.to_path_buf(), reason };
+    let mount_err = |reason: String| Error::Mount {
+        target: target.to_path_buf(),
+        reason,
+    };
     if layout.lower_dirs.is_empty() {
-        return Err(mount_err("an overlay needs at least one lower directory".into()));
+        return Err(mount_err(
+            "an overlay needs at least one lower directory".into(),
+        ));
     }
     let mut all: Vec<&Path> = layout.lower_dirs.iter().map(|p| p.as_path()).collect();
     all.push(&layout.upper_dir);
     all.push(&layout.work_dir);
     for p in &all {
-        let s = p.to_str().ok_or_else(|| mount_err(format!("path {} is not UTF-8", p.display())))?;
+        let s = p
+            .to_str()
+            .ok_or_else(|| mount_err(format!("path {} is not UTF-8", p.display())))?;
         // ':' separates lowerdirs and ',' options; refusing them beats quoting subtleties.
         if s.contains([':', ',', '\\']) || !p.is_absolute() {
-            return Err(mount_err(format!("path {s:?} must be absolute and free of ':', ',' and '\\'")));
+            return Err(mount_err(format!(
+                "path {s:?} must be absolute and free of ':', ',' and '\\'"
+            )));
         }
     }
-    let lower = layout.lower_dirs.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>().join(":");
+    let lower = layout
+        .lower_dirs
+        .iter()
+        .map(|p| p.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(":");
     let options = format!(
         "lowerdir={lower},upperdir={},workdir={},index=off",
         layout.upper_dir.display(),
@@ -315,7 +356,10 @@ pub fn overlay_options(layout: &RootfsLayout, target: &Path) -> Result<String> {
     );
     // mount(2) copies at most one page of options; longer strings are cut (EINVAL or
     // worse, a silently different mount). Say so plainly instead.
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as usize;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as usize;
     if options.len() + 1 > page {
         return Err(mount_err(format!(
             "the overlay options for {} layers are {} bytes, more than the kernel's limit of {} \
@@ -331,9 +375,17 @@ pub fn overlay_options(layout: &RootfsLayout, target: &Path) -> Result<String> {
 /// Mounts the overlay rootfs described by `layout` on `target` (which must exist).
 pub fn mount_overlay(layout: &RootfsLayout, target: &Path) -> Result<()> {
     let options = overlay_options(layout, target)?;
-    nix::mount::mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options.as_str())).map_err(
-        |e| Error::Mount { target: target.to_path_buf(), reason: format!("mount -t overlay -o {options}: {e}") },
-    )?;
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|e| Error::Mount {
+        target: target.to_path_buf(),
+        reason: format!("mount -t overlay -o {options}: {e}"),
+    })?;
     tracing::debug!(target = %target.display(), layers = layout.lower_dirs.len(), "overlay mounted");
     Ok(())
 }
@@ -343,7 +395,10 @@ pub fn mount_overlay(layout: &RootfsLayout, target: &Path) -> Result<()> {
 pub fn unmount(target: &Path) -> Result<()> {
     match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(e) => Err(Error::Mount { target: target.to_path_buf(), reason: format!("unmount: {e}") }),
+        Err(e) => Err(Error::Mount {
+            target: target.to_path_buf(),
+            reason: format!("unmount: {e}"),
+        }),
     }
 }
 
@@ -403,14 +458,31 @@ mod tests {
     #[test]
     fn layout_and_option_limit() {
         let tmp = tempfile::tempdir().unwrap();
-        let layout = prepare_layout(&[tmp.path().join("l1"), tmp.path().join("l2")], &tmp.path().join("c")).unwrap();
-        assert_eq!(layout.lower_dirs, vec![tmp.path().join("l2"), tmp.path().join("l1")]);
+        let layout = prepare_layout(
+            &[tmp.path().join("l1"), tmp.path().join("l2")],
+            &tmp.path().join("c"),
+        )
+        .unwrap();
+        assert_eq!(
+            layout.lower_dirs,
+            vec![tmp.path().join("l2"), tmp.path().join("l1")]
+        );
         assert!(layout.upper_dir.is_dir() && layout.work_dir.is_dir());
         let opts = overlay_options(&layout, Path::new("/mnt")).unwrap();
-        assert!(opts.starts_with(&format!("lowerdir={}:{}", tmp.path().join("l2").display(), tmp.path().join("l1").display())));
+        assert!(opts.starts_with(&format!(
+            "lowerdir={}:{}",
+            tmp.path().join("l2").display(),
+            tmp.path().join("l1").display()
+        )));
 
-        let many: Vec<PathBuf> = (0..100).map(|i| PathBuf::from(format!("/var/lib/berth/snapshots/{:064}/fs", i))).collect();
-        let big = RootfsLayout { lower_dirs: many, upper_dir: "/u".into(), work_dir: "/w".into() };
+        let many: Vec<PathBuf> = (0..100)
+            .map(|i| PathBuf::from(format!("/var/lib/berth/snapshots/{:064}/fs", i)))
+            .collect();
+        let big = RootfsLayout {
+            lower_dirs: many,
+            upper_dir: "/u".into(),
+            work_dir: "/w".into(),
+        };
         let err = overlay_options(&big, Path::new("/mnt")).unwrap_err();
         assert!(err.to_string().contains("too many layers"), "{err}");
 

@@ -75,15 +75,23 @@ impl Compression {
     }
 
     /// Wraps `reader` in the matching decompressor.
-    fn decoder<'a, R: Read + Send + 'a>(self, reader: R, layer: &str) -> Result<Box<dyn Read + Send + 'a>> {
+    fn decoder<'a, R: Read + Send + 'a>(
+        self,
+        reader: R,
+        layer: &str,
+    ) -> Result<Box<dyn Read + Send + 'a>> {
         Ok(match self {
             Compression::None => Box::new(reader),
             // Multi-member: some tools write a layer as several concatenated gzip members.
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader).map_err(|e| Error::CorruptLayer {
-                digest: layer.to_string(),
-                reason: format!("starting zstd decompression: {e}"),
-            })?),
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::new(reader).map_err(|e| {
+                    Error::CorruptLayer {
+                        digest: layer.to_string(),
+                        reason: format!("starting zstd decompression: {e}"),
+                    }
+                })?)
+            }
         })
     }
 }
@@ -107,19 +115,30 @@ pub struct LayerSpec {
 ///
 /// On error `dir` holds whatever was extracted so far: callers extract into a temp
 /// directory and remove it (as [`fetch_layer`] does).
-pub fn apply_layer(dir: &Path, reader: impl Read + Send, compression: Compression, layer_digest: &Digest) -> Result<Digest> {
+pub fn apply_layer(
+    dir: &Path,
+    reader: impl Read + Send,
+    compression: Compression,
+    layer_digest: &Digest,
+) -> Result<Digest> {
     let layer = layer_digest.as_str();
-    let corrupt = |reason: String| Error::CorruptLayer { digest: layer.to_string(), reason };
+    let corrupt = |reason: String| Error::CorruptLayer {
+        digest: layer.to_string(),
+        reason,
+    };
     let decoder = compression.decoder(BufReader::with_capacity(READ_BUFFER, reader), layer)?;
     let tar_stream = HashingReader::new(decoder);
     let mut archive = tar::Archive::new(tar_stream);
     let mut extractor = Extractor::new(dir).map_err(|e| e.into_error(layer))?;
-    extractor.extract_all(&mut archive).map_err(|e| e.into_error(layer))?;
+    extractor
+        .extract_all(&mut archive)
+        .map_err(|e| e.into_error(layer))?;
     // The diff id covers the whole uncompressed stream, end-of-archive blocks and padding
     // included; reading to the end also makes the decompressor check its trailer (gzip
     // CRC and length), which catches a cut stream.
     let mut tar_stream = archive.into_inner();
-    io::copy(&mut tar_stream, &mut io::sink()).map_err(|e| corrupt(format!("reading past the end of the tar: {e}")))?;
+    io::copy(&mut tar_stream, &mut io::sink())
+        .map_err(|e| corrupt(format!("reading past the end of the tar: {e}")))?;
     let (diff_id, _) = tar_stream.finish();
     tracing::debug!(layer, %diff_id, entries = extractor.entries, "layer extracted");
     Ok(diff_id)
@@ -163,8 +182,9 @@ where
     // dropped mid-pull, they remove them themselves once they stopped writing.
     let blob_task = tokio::task::spawn_blocking(move || blob_worker(blob, blob_rx));
     let layer_digest = layer.digest.clone();
-    let unpack_task =
-        tokio::task::spawn_blocking(move || unpack_worker(temp_snapshot, unpack_rx, compression, &layer_digest));
+    let unpack_task = tokio::task::spawn_blocking(move || {
+        unpack_worker(temp_snapshot, unpack_rx, compression, &layer_digest)
+    });
 
     let mut received: u64 = 0;
     let feed: Result<()> = async {
@@ -173,10 +193,16 @@ where
             received += chunk.len() as u64;
             if received > layer.size {
                 // Stop a body that is longer than announced instead of filling the disk.
-                return Err(Error::SizeMismatch { digest: layer.digest.to_string(), expected: layer.size, actual: received });
+                return Err(Error::SizeMismatch {
+                    digest: layer.digest.to_string(),
+                    expected: layer.size,
+                    actual: received,
+                });
             }
             // A closed channel means that worker failed; its error is collected below.
-            if blob_tx.send(Msg::Data(chunk.clone())).await.is_err() || unpack_tx.send(Msg::Data(chunk)).await.is_err() {
+            if blob_tx.send(Msg::Data(chunk.clone())).await.is_err()
+                || unpack_tx.send(Msg::Data(chunk)).await.is_err()
+            {
                 return Ok(());
             }
             progress(received);
@@ -204,15 +230,24 @@ where
         Ok(done) => done,
         Err(WorkerError::Failed(e)) => return Err(e),
         Err(WorkerError::Aborted) => {
-            return Err(Error::CorruptLayer { digest: layer.digest.to_string(), reason: "unpack was cut off".into() })
+            return Err(Error::CorruptLayer {
+                digest: layer.digest.to_string(),
+                reason: "unpack was cut off".into(),
+            })
         }
     };
     let Some(blob) = blob else {
-        return Err(Error::CorruptLayer { digest: layer.digest.to_string(), reason: "blob write was cut off".into() });
+        return Err(Error::CorruptLayer {
+            digest: layer.digest.to_string(),
+            reason: "blob write was cut off".into(),
+        });
     };
     if diff_id != layer.diff_id {
         discard(temp_snapshot).await;
-        return Err(Error::DigestMismatch { expected: layer.diff_id.to_string(), actual: diff_id.to_string() });
+        return Err(Error::DigestMismatch {
+            expected: layer.diff_id.to_string(),
+            actual: diff_id.to_string(),
+        });
     }
     let chain_id = layer.chain_id.clone();
     let digest = layer.digest.clone();
@@ -228,7 +263,11 @@ where
 /// Unpacks a layer whose blob is already in the content store into its snapshot
 /// (verifying blob digest and diff id on the way). Nothing partial remains on error; an
 /// existing snapshot (concurrent unpack) counts as success.
-pub async fn unpack_stored_layer(content: &ContentStore, snapshots: &SnapshotStore, layer: &LayerSpec) -> Result<()> {
+pub async fn unpack_stored_layer(
+    content: &ContentStore,
+    snapshots: &SnapshotStore,
+    layer: &LayerSpec,
+) -> Result<()> {
     let content = content.clone();
     let snapshots = snapshots.clone();
     let layer = layer.clone();
@@ -236,34 +275,53 @@ pub async fn unpack_stored_layer(content: &ContentStore, snapshots: &SnapshotSto
 }
 
 /// Blocking body of [`unpack_stored_layer`].
-pub fn unpack_stored_layer_blocking(content: &ContentStore, snapshots: &SnapshotStore, layer: &LayerSpec) -> Result<()> {
+pub fn unpack_stored_layer_blocking(
+    content: &ContentStore,
+    snapshots: &SnapshotStore,
+    layer: &LayerSpec,
+) -> Result<()> {
     let compression = Compression::from_media_type(&layer.media_type)?;
     let file = content.open_blob(&layer.digest)?;
     let temp_snapshot = snapshots.begin()?;
     let mut blob_hash = HashingReader::new(file);
-    let diff_id = apply_layer(&temp_snapshot.fs_path(), &mut blob_hash, compression, &layer.digest)?;
+    let diff_id = apply_layer(
+        &temp_snapshot.fs_path(),
+        &mut blob_hash,
+        compression,
+        &layer.digest,
+    )?;
     // apply_layer read the blob to its end; hash whatever trailing bytes it did not need.
     io::copy(&mut blob_hash, &mut io::sink())
         .map_err(|e| Error::io("reading blob", content.blob_path(&layer.digest), e))?;
     let (actual, _) = blob_hash.finish();
     if actual != layer.digest {
-        return Err(Error::DigestMismatch { expected: layer.digest.to_string(), actual: actual.to_string() });
+        return Err(Error::DigestMismatch {
+            expected: layer.digest.to_string(),
+            actual: actual.to_string(),
+        });
     }
     if diff_id != layer.diff_id {
-        return Err(Error::DigestMismatch { expected: layer.diff_id.to_string(), actual: diff_id.to_string() });
+        return Err(Error::DigestMismatch {
+            expected: layer.diff_id.to_string(),
+            actual: diff_id.to_string(),
+        });
     }
     let installed = temp_snapshot.commit(&layer.chain_id)?;
     tracing::info!(layer = %layer.digest, chain_id = %layer.chain_id, installed, "stored layer unpacked");
     Ok(())
 }
 
-fn blob_worker(mut blob: BlobWriter, mut rx: mpsc::Receiver<Msg>) -> Result<BlobWriter, WorkerError> {
+fn blob_worker(
+    mut blob: BlobWriter,
+    mut rx: mpsc::Receiver<Msg>,
+) -> Result<BlobWriter, WorkerError> {
     use std::io::Write;
     loop {
         match rx.blocking_recv() {
             Some(Msg::Data(chunk)) => {
                 let path = blob.temp_path().to_path_buf();
-                blob.write_all(&chunk).map_err(|e| WorkerError::Failed(Error::io("writing blob", path, e)))?;
+                blob.write_all(&chunk)
+                    .map_err(|e| WorkerError::Failed(Error::io("writing blob", path, e)))?;
             }
             Some(Msg::End) => break,
             None => return Err(WorkerError::Aborted), // drop removes the temp blob
@@ -282,7 +340,12 @@ fn unpack_worker(
     layer_digest: &Digest,
 ) -> Result<(TempSnapshot, Digest), WorkerError> {
     let aborted = Arc::new(AtomicBool::new(false));
-    let reader = ChannelReader { rx, current: Bytes::new(), done: false, aborted: aborted.clone() };
+    let reader = ChannelReader {
+        rx,
+        current: Bytes::new(),
+        done: false,
+        aborted: aborted.clone(),
+    };
     let result = apply_layer(&temp_snapshot.fs_path(), reader, compression, layer_digest);
     match result {
         Ok(diff_id) => Ok((temp_snapshot, diff_id)),
@@ -311,7 +374,10 @@ impl Read for ChannelReader {
                 Some(Msg::End) => self.done = true,
                 None => {
                     self.aborted.store(true, Ordering::Relaxed);
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "layer download was abandoned"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "layer download was abandoned",
+                    ));
                 }
             }
         }
@@ -331,21 +397,36 @@ fn body_error(e: io::Error, layer: &LayerSpec, received: u64) -> Error {
     }
     Error::RegistryUnavailable {
         registry: "serving the layer".to_string(),
-        reason: format!("download of layer {} broke off after {received} of {} bytes: {text}", layer.digest, layer.size),
+        reason: format!(
+            "download of layer {} broke off after {received} of {} bytes: {text}",
+            layer.digest, layer.size
+        ),
     }
 }
 
-async fn join_worker<T>(task: tokio::task::JoinHandle<Result<T, WorkerError>>) -> Result<T, WorkerError> {
+async fn join_worker<T>(
+    task: tokio::task::JoinHandle<Result<T, WorkerError>>,
+) -> Result<T, WorkerError> {
     match task.await {
         Ok(result) => result,
-        Err(e) => Err(WorkerError::Failed(Error::io("layer worker thread", "", io::Error::other(e.to_string())))),
+        Err(e) => Err(WorkerError::Failed(Error::io(
+            "layer worker thread",
+            "",
+            io::Error::other(e.to_string()),
+        ))),
     }
 }
 
-async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(Error::io("layer worker thread", "", io::Error::other(e.to_string()))))
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(Error::io(
+            "layer worker thread",
+            "",
+            io::Error::other(e.to_string()),
+        ))
+    })
 }
 
 async fn discard(temp_snapshot: TempSnapshot) {
@@ -363,14 +444,25 @@ mod tests {
 
     #[test]
     fn media_types() {
-        assert_eq!(Compression::from_media_type("application/vnd.oci.image.layer.v1.tar").unwrap(), Compression::None);
-        assert_eq!(Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+gzip").unwrap(), Compression::Gzip);
-        assert_eq!(Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd").unwrap(), Compression::Zstd);
         assert_eq!(
-            Compression::from_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip").unwrap(),
+            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar").unwrap(),
+            Compression::None
+        );
+        assert_eq!(
+            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+gzip").unwrap(),
             Compression::Gzip
         );
-        let err = Compression::from_media_type("application/vnd.oci.image.config.v1+json").unwrap_err();
+        assert_eq!(
+            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd").unwrap(),
+            Compression::Zstd
+        );
+        assert_eq!(
+            Compression::from_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip")
+                .unwrap(),
+            Compression::Gzip
+        );
+        let err =
+            Compression::from_media_type("application/vnd.oci.image.config.v1+json").unwrap_err();
         assert!(matches!(err, Error::UnsupportedMediaType(_)));
         assert_eq!(err.kind(), crate::ErrorKind::BadContent);
     }

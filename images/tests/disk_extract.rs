@@ -31,7 +31,11 @@ fn regular_entries_keep_their_metadata() {
         .dir("./usr/bin/", 0o711)
         .file_owned("./usr/bin/su", b"#!su", 0o4755, 0, 0, 1_500_000_000)
         .file_owned("./usr/bin/tool", b"tool", 0o750, 1234, 5678, 1_400_000_000)
-        .pax(&[("SCHILY.xattr.security.capability", cap), ("SCHILY.xattr.user.note", b"hi"), ("mtime", b"1300000000.25")])
+        .pax(&[
+            ("SCHILY.xattr.security.capability", cap),
+            ("SCHILY.xattr.user.note", b"hi"),
+            ("mtime", b"1300000000.25"),
+        ])
         .file("./usr/bin/ping", b"ping", 0o755)
         .symlink("./usr/bin/sh", "/bin/busybox")
         .hardlink("./usr/bin/tool2", "./usr/bin/tool")
@@ -43,22 +47,48 @@ fn regular_entries_keep_their_metadata() {
 
     let root = sb.snap();
     let su = fs::metadata(root.join("usr/bin/su")).unwrap();
-    assert_eq!(su.permissions().mode() & 0o7777, 0o4755, "setuid kept, no umask");
+    assert_eq!(
+        su.permissions().mode() & 0o7777,
+        0o4755,
+        "setuid kept, no umask"
+    );
     assert_eq!(su.mtime(), 1_500_000_000);
     let tool = fs::metadata(root.join("usr/bin/tool")).unwrap();
-    assert_eq!((tool.uid(), tool.gid(), tool.mode() & 0o7777), (1234, 5678, 0o750));
+    assert_eq!(
+        (tool.uid(), tool.gid(), tool.mode() & 0o7777),
+        (1234, 5678, 0o750)
+    );
     assert_eq!(tool.mtime(), 1_400_000_000);
     let tool2 = fs::metadata(root.join("usr/bin/tool2")).unwrap();
     assert_eq!(tool2.ino(), tool.ino(), "hardlink shares the inode");
-    assert_eq!(fs::read_link(root.join("usr/bin/sh")).unwrap(), Path::new("/bin/busybox"));
-    assert_eq!(fs::metadata(root.join("usr/bin")).unwrap().mode() & 0o7777, 0o711);
-    assert_eq!(fs::metadata(root.join("usr/bin")).unwrap().mtime(), 1_600_000_000, "dir mtime applied last");
-    assert!(fs::symlink_metadata(root.join("usr/fifo")).unwrap().file_type().is_fifo());
+    assert_eq!(
+        fs::read_link(root.join("usr/bin/sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
+    assert_eq!(
+        fs::metadata(root.join("usr/bin")).unwrap().mode() & 0o7777,
+        0o711
+    );
+    assert_eq!(
+        fs::metadata(root.join("usr/bin")).unwrap().mtime(),
+        1_600_000_000,
+        "dir mtime applied last"
+    );
+    assert!(fs::symlink_metadata(root.join("usr/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     assert_eq!(fs::read(root.join("implicit/parent/file")).unwrap(), b"x");
-    assert_eq!(fs::metadata(root.join("implicit/parent")).unwrap().mode() & 0o7777, 0o755);
+    assert_eq!(
+        fs::metadata(root.join("implicit/parent")).unwrap().mode() & 0o7777,
+        0o755
+    );
 
     let ping = root.join("usr/bin/ping");
-    assert_eq!(getxattr(&ping, "security.capability").as_deref(), Some(&cap[..]));
+    assert_eq!(
+        getxattr(&ping, "security.capability").as_deref(),
+        Some(&cap[..])
+    );
     assert_eq!(getxattr(&ping, "user.note").as_deref(), Some(&b"hi"[..]));
     let m = fs::metadata(&ping).unwrap();
     assert_eq!((m.mtime(), m.mtime_nsec()), (1_300_000_000, 250_000_000));
@@ -72,7 +102,10 @@ fn overlay_xattrs_from_the_layer_are_dropped() {
         .dir("d/", 0o755)
         .finish();
     apply(&sb.snap(), &tar).unwrap();
-    assert_eq!(getxattr(&sb.snap().join("d"), "trusted.overlay.redirect"), None);
+    assert_eq!(
+        getxattr(&sb.snap().join("d"), "trusted.overlay.redirect"),
+        None
+    );
 }
 
 #[test]
@@ -98,8 +131,15 @@ fn entries_replace_entries_of_another_type() {
     assert_eq!(fs::read(root.join("x/y")).unwrap(), b"inside");
     assert_eq!(fs::read(root.join("d")).unwrap(), b"now a file");
     assert!(fs::symlink_metadata(root.join("s")).unwrap().is_dir());
-    assert_eq!(fs::read(root.join("keep/a")).unwrap(), b"a", "a repeated dir keeps its content");
-    assert_eq!(fs::metadata(root.join("keep")).unwrap().mode() & 0o777, 0o750);
+    assert_eq!(
+        fs::read(root.join("keep/a")).unwrap(),
+        b"a",
+        "a repeated dir keeps its content"
+    );
+    assert_eq!(
+        fs::metadata(root.join("keep")).unwrap().mode() & 0o777,
+        0o750
+    );
     assert_eq!(fs::read(root.join("f")).unwrap(), b"new");
 }
 
@@ -138,9 +178,18 @@ fn whiteouts_become_overlay_whiteouts_and_the_overlay_hides_them() {
     assert_eq!(wh.rdev(), 0);
     assert!(!upper_layer.join("a/.wh.gone").exists());
     assert!(!upper_layer.join("d/.wh..wh..opq").exists());
-    assert_eq!(getxattr(&upper_layer.join("d"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
-    assert_eq!(getxattr(&upper_layer.join("e"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
-    assert!(fs::symlink_metadata(upper_layer.join("top-gone")).unwrap().file_type().is_char_device());
+    assert_eq!(
+        getxattr(&upper_layer.join("d"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(
+        getxattr(&upper_layer.join("e"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert!(fs::symlink_metadata(upper_layer.join("top-gone"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
 
     let container = tmp.path().join("container");
     let layout = prepare_layout(&[lower.clone(), upper_layer.clone()], &container).unwrap();
@@ -150,7 +199,11 @@ fn whiteouts_become_overlay_whiteouts_and_the_overlay_hides_them() {
     let _guard = MountGuard(merged.clone());
 
     assert_eq!(names(&merged.join("a")), vec!["keep"]);
-    assert_eq!(names(&merged.join("d")), vec!["new"], "opaque dir hides the lower content");
+    assert_eq!(
+        names(&merged.join("d")),
+        vec!["new"],
+        "opaque dir hides the lower content"
+    );
     assert!(!merged.join("top-gone").exists());
     assert_eq!(fs::read(merged.join("a/keep")).unwrap(), b"keep");
     // The container writes into upper, never into the layers.
@@ -169,12 +222,31 @@ fn expect_hostile(result: Result<Digest, Error>, what: &str) {
 #[test]
 fn traversal_and_absolute_paths_are_refused() {
     let sb = Sandbox::new();
-    let out_name = format!("../outside/x");
-    expect_hostile(apply(&sb.snap(), &Layer::new().file(&out_name, b"pwn", 0o644).finish()), "../outside/x");
-    expect_hostile(apply(&sb.snap(), &Layer::new().file("a/../../outside/y", b"pwn", 0o644).finish()), "a/../..");
+    expect_hostile(
+        apply(
+            &sb.snap(),
+            &Layer::new().file("../outside/x", b"pwn", 0o644).finish(),
+        ),
+        "../outside/x",
+    );
+    expect_hostile(
+        apply(
+            &sb.snap(),
+            &Layer::new()
+                .file("a/../../outside/y", b"pwn", 0o644)
+                .finish(),
+        ),
+        "a/../..",
+    );
     let abs = format!("{}/abs", sb.outside().display());
-    expect_hostile(apply(&sb.snap(), &Layer::new().file(&abs, b"pwn", 0o644).finish()), "absolute");
-    expect_hostile(apply(&sb.snap(), &Layer::new().dir("/etc/", 0o755).finish()), "absolute dir");
+    expect_hostile(
+        apply(&sb.snap(), &Layer::new().file(&abs, b"pwn", 0o644).finish()),
+        "absolute",
+    );
+    expect_hostile(
+        apply(&sb.snap(), &Layer::new().dir("/etc/", 0o755).finish()),
+        "absolute dir",
+    );
     assert!(sb.outside_is_empty());
 }
 
@@ -193,7 +265,10 @@ fn writing_through_a_symlink_stays_inside() {
 
     // Relative escape.
     let sb = Sandbox::new();
-    let tar = Layer::new().symlink("up", "../../../../../../outside").file("up/pwned", b"pwn", 0o644).finish();
+    let tar = Layer::new()
+        .symlink("up", "../../../../../../outside")
+        .file("up/pwned", b"pwn", 0o644)
+        .finish();
     assert!(apply(&sb.snap(), &tar).is_err());
     assert!(sb.outside_is_empty());
 
@@ -201,7 +276,10 @@ fn writing_through_a_symlink_stays_inside() {
     let sb = Sandbox::new();
     let canary = sb.outside().join("canary");
     fs::write(&canary, b"original").unwrap();
-    let tar = Layer::new().symlink("f", canary.to_str().unwrap()).file("f", b"pwn", 0o644).finish();
+    let tar = Layer::new()
+        .symlink("f", canary.to_str().unwrap())
+        .file("f", b"pwn", 0o644)
+        .finish();
     apply(&sb.snap(), &tar).unwrap();
     assert_eq!(fs::read(&canary).unwrap(), b"original");
     assert_eq!(fs::read(sb.snap().join("f")).unwrap(), b"pwn");
@@ -228,53 +306,123 @@ fn hardlink_escapes_are_refused() {
     let sb = Sandbox::new();
     let canary = sb.outside().join("passwd");
     fs::write(&canary, b"root:x:0:0").unwrap();
-    expect_hostile(apply(&sb.snap(), &Layer::new().hardlink("h", "../../etc/passwd").finish()), "hardlink ..");
-    expect_hostile(apply(&sb.snap(), &Layer::new().hardlink("h", "../outside/passwd").finish()), "hardlink ../outside");
-    expect_hostile(apply(&sb.snap(), &Layer::new().hardlink("h", canary.to_str().unwrap()).finish()), "hardlink abs");
+    expect_hostile(
+        apply(
+            &sb.snap(),
+            &Layer::new().hardlink("h", "../../etc/passwd").finish(),
+        ),
+        "hardlink ..",
+    );
+    expect_hostile(
+        apply(
+            &sb.snap(),
+            &Layer::new().hardlink("h", "../outside/passwd").finish(),
+        ),
+        "hardlink ../outside",
+    );
+    expect_hostile(
+        apply(
+            &sb.snap(),
+            &Layer::new()
+                .hardlink("h", canary.to_str().unwrap())
+                .finish(),
+        ),
+        "hardlink abs",
+    );
     // Through a symlinked directory: resolved inside the root, where there is no such file.
-    let tar = Layer::new().symlink("s", sb.outside().to_str().unwrap()).hardlink("h", "s/passwd").finish();
+    let tar = Layer::new()
+        .symlink("s", sb.outside().to_str().unwrap())
+        .hardlink("h", "s/passwd")
+        .finish();
     assert!(apply(&sb.snap(), &tar).is_err());
     assert!(!sb.snap().join("h").exists());
-    assert_eq!(fs::metadata(&canary).unwrap().nlink(), 1, "nothing links to the outside file");
+    assert_eq!(
+        fs::metadata(&canary).unwrap().nlink(),
+        1,
+        "nothing links to the outside file"
+    );
 }
 
 #[test]
 fn device_nodes_are_refused() {
     let sb = Sandbox::new();
     expect_hostile(
-        apply(&sb.snap(), &Layer::new().device("dev/null", tar::EntryType::Char, 1, 3).finish()),
+        apply(
+            &sb.snap(),
+            &Layer::new()
+                .device("dev/null", tar::EntryType::Char, 1, 3)
+                .finish(),
+        ),
         "char device",
     );
     expect_hostile(
-        apply(&sb.snap(), &Layer::new().device("dev/sda", tar::EntryType::Block, 8, 0).finish()),
+        apply(
+            &sb.snap(),
+            &Layer::new()
+                .device("dev/sda", tar::EntryType::Block, 8, 0)
+                .finish(),
+        ),
         "block device",
     );
     // Even 0/0, which only whiteouts (from .wh. entries) may create.
-    expect_hostile(apply(&sb.snap(), &Layer::new().device("x", tar::EntryType::Char, 0, 0).finish()), "char 0/0");
+    expect_hostile(
+        apply(
+            &sb.snap(),
+            &Layer::new()
+                .device("x", tar::EntryType::Char, 0, 0)
+                .finish(),
+        ),
+        "char 0/0",
+    );
     assert!(!sb.snap().join("dev/null").exists());
 }
 
 #[test]
 fn gzip_and_zstd_layers() {
-    let tar = Layer::new().dir("etc/", 0o755).file("etc/os-release", b"ID=berth\n", 0o644).finish();
-    for (compression, blob) in [(Compression::Gzip, gzip(&tar)), (Compression::Zstd, zstd(&tar)), (Compression::None, tar.clone())] {
+    let tar = Layer::new()
+        .dir("etc/", 0o755)
+        .file("etc/os-release", b"ID=berth\n", 0o644)
+        .finish();
+    for (compression, blob) in [
+        (Compression::Gzip, gzip(&tar)),
+        (Compression::Zstd, zstd(&tar)),
+        (Compression::None, tar.clone()),
+    ] {
         let sb = Sandbox::new();
         let diff_id = apply_layer(&sb.snap(), &blob[..], compression, &sha(&blob)).unwrap();
         assert_eq!(diff_id, sha(&tar), "{compression:?}");
-        assert_eq!(fs::read(sb.snap().join("etc/os-release")).unwrap(), b"ID=berth\n");
+        assert_eq!(
+            fs::read(sb.snap().join("etc/os-release")).unwrap(),
+            b"ID=berth\n"
+        );
     }
 }
 
 #[test]
 fn corrupt_layers_fail_cleanly() {
     let big = vec![7u8; 300_000];
-    let tar = Layer::new().file("big", &big, 0o644).file("after", b"a", 0o644).finish();
+    let tar = Layer::new()
+        .file("big", &big, 0o644)
+        .file("after", b"a", 0o644)
+        .finish();
     let gz = gzip(&tar);
     let zs = zstd(&tar);
     let cases: Vec<(&str, Compression, Vec<u8>)> = vec![
-        ("truncated gzip", Compression::Gzip, gz[..gz.len() / 2].to_vec()),
-        ("gzip without trailer", Compression::Gzip, gz[..gz.len() - 4].to_vec()),
-        ("truncated zstd", Compression::Zstd, zs[..zs.len() / 2].to_vec()),
+        (
+            "truncated gzip",
+            Compression::Gzip,
+            gz[..gz.len() / 2].to_vec(),
+        ),
+        (
+            "gzip without trailer",
+            Compression::Gzip,
+            gz[..gz.len() - 4].to_vec(),
+        ),
+        (
+            "truncated zstd",
+            Compression::Zstd,
+            zs[..zs.len() / 2].to_vec(),
+        ),
         ("truncated tar", Compression::None, tar[..100_000].to_vec()),
         ("not gzip", Compression::Gzip, tar.clone()),
         ("garbage", Compression::None, vec![0xAB; 4096]),

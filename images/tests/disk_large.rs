@@ -43,7 +43,9 @@ fn chunks() -> impl Iterator<Item = Bytes> {
         b[..8].copy_from_slice(&(i as u64).to_le_bytes());
         Bytes::from(b)
     });
-    std::iter::once(head).chain(data).chain(std::iter::once(Bytes::from(vec![0u8; 1024])))
+    std::iter::once(head)
+        .chain(data)
+        .chain(std::iter::once(Bytes::from(vec![0u8; 1024])))
 }
 
 fn body() -> impl Stream<Item = io::Result<Bytes>> + Unpin + Send {
@@ -80,7 +82,9 @@ async fn a_200_mib_layer_streams_with_flat_memory() {
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
     let before = vm_hwm_kib();
     let started = Instant::now();
-    fetch_layer(&content, &snapshots, &spec, body(), |_| {}).await.unwrap();
+    fetch_layer(&content, &snapshots, &spec, body(), |_| {})
+        .await
+        .unwrap();
     let elapsed = started.elapsed();
     let growth_mib = (vm_hwm_kib() - before) / 1024;
     eprintln!(
@@ -88,8 +92,112 @@ async fn a_200_mib_layer_streams_with_flat_memory() {
         elapsed.as_secs_f64(),
         200.0 / elapsed.as_secs_f64()
     );
-    assert!(growth_mib < 64, "peak RSS grew {growth_mib} MiB while streaming a 200 MiB layer");
+    assert!(
+        growth_mib < 64,
+        "peak RSS grew {growth_mib} MiB while streaming a 200 MiB layer"
+    );
     let unpacked = std::fs::metadata(snapshots.path(&spec.chain_id).join("big.bin")).unwrap();
     assert_eq!(unpacked.len(), FILE_SIZE);
-    assert_eq!(std::fs::metadata(content.blob_path(&digest)).unwrap().len(), size);
+    assert_eq!(
+        std::fs::metadata(content.blob_path(&digest)).unwrap().len(),
+        size
+    );
+}
+
+/// Throughput of the gzip path (the common layer type). A benchmark, not a check:
+/// `cargo test --release -p berth-images --test disk_large -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn gzip_layer_throughput() {
+    use std::io::Write;
+    // Text-like data compresses about as well as binaries do in real layers.
+    let compress = || {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        for chunk in chunks() {
+            if chunk.len() != CHUNK {
+                enc.write_all(&chunk).unwrap(); // tar header and end blocks as they are
+                continue;
+            }
+            let text: Vec<u8> = chunk
+                .iter()
+                .map(|b| b"abcdefghij klmnop\n"[(*b % 18) as usize])
+                .collect();
+            enc.write_all(&text).unwrap();
+        }
+        enc.finish().unwrap()
+    };
+    let blob = compress();
+    let mut tar_hasher = Sha256Hasher::new();
+    let mut dec = flate2::read::GzDecoder::new(&blob[..]);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut dec, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        tar_hasher.update(&buf[..n]);
+    }
+    let diff_id = tar_hasher.finish();
+    let digest = berth_images::digest::Digest::of(&blob);
+    let spec = LayerSpec {
+        digest,
+        size: blob.len() as u64,
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        chain_id: diff_id.clone(),
+        diff_id,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    if std::env::var_os("BERTH_BENCH_PHASES").is_some() {
+        let t = Instant::now();
+        let mut dec = flate2::read::GzDecoder::new(&blob[..]);
+        std::io::copy(&mut dec, &mut std::io::sink()).unwrap();
+        eprintln!("gunzip only: {:.2}s", t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let mut dec = flate2::read::GzDecoder::new(&blob[..]);
+        let mut h = Sha256Hasher::new();
+        let mut b = vec![0u8; 256 * 1024];
+        loop {
+            let n = std::io::Read::read(&mut dec, &mut b).unwrap();
+            if n == 0 {
+                break;
+            }
+            h.update(&b[..n]);
+        }
+        eprintln!("gunzip+sha256: {:.2}s", t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let dir = tmp.path().join("apply");
+        std::fs::create_dir(&dir).unwrap();
+        berth_images::unpack::apply_layer(
+            &dir,
+            &blob[..],
+            berth_images::unpack::Compression::Gzip,
+            &spec.digest,
+        )
+        .unwrap();
+        eprintln!("apply_layer from memory: {:.2}s", t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        std::fs::write(tmp.path().join("blobcopy"), &blob).unwrap();
+        std::fs::File::open(tmp.path().join("blobcopy"))
+            .unwrap()
+            .sync_data()
+            .unwrap();
+        eprintln!("write+fsync blob: {:.2}s", t.elapsed().as_secs_f64());
+    }
+    let content = ContentStore::open(tmp.path()).unwrap();
+    let snapshots = SnapshotStore::open(tmp.path()).unwrap();
+    let pieces: Vec<io::Result<Bytes>> = blob
+        .chunks(CHUNK)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let started = Instant::now();
+    fetch_layer(&content, &snapshots, &spec, stream::iter(pieces), |_| {})
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    eprintln!(
+        "gzip layer: {} MiB compressed, 200 MiB unpacked in {:.2}s ({:.0} MiB/s of tar)",
+        blob.len() >> 20,
+        elapsed.as_secs_f64(),
+        200.0 / elapsed.as_secs_f64()
+    );
 }

@@ -21,7 +21,9 @@ impl Default for Layer {
 
 impl Layer {
     pub fn new() -> Self {
-        Self { builder: tar::Builder::new(Vec::new()) }
+        Self {
+            builder: tar::Builder::new(Vec::new()),
+        }
     }
 
     fn header(name: &str, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -49,10 +51,21 @@ impl Layer {
     }
 
     pub fn file(&mut self, name: &str, data: &[u8], mode: u32) -> &mut Self {
-        self.push(Self::header(name, tar::EntryType::Regular, mode, data.len() as u64), data)
+        self.push(
+            Self::header(name, tar::EntryType::Regular, mode, data.len() as u64),
+            data,
+        )
     }
 
-    pub fn file_owned(&mut self, name: &str, data: &[u8], mode: u32, uid: u64, gid: u64, mtime: u64) -> &mut Self {
+    pub fn file_owned(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        mtime: u64,
+    ) -> &mut Self {
         let mut h = Self::header(name, tar::EntryType::Regular, mode, data.len() as u64);
         h.set_uid(uid);
         h.set_gid(gid);
@@ -72,7 +85,13 @@ impl Layer {
         self.push(h, b"")
     }
 
-    pub fn device(&mut self, name: &str, kind: tar::EntryType, major: u32, minor: u32) -> &mut Self {
+    pub fn device(
+        &mut self,
+        name: &str,
+        kind: tar::EntryType,
+        major: u32,
+        minor: u32,
+    ) -> &mut Self {
         let mut h = Self::header(name, kind, 0o666, 0);
         h.set_device_major(major).unwrap();
         h.set_device_minor(minor).unwrap();
@@ -97,7 +116,12 @@ impl Layer {
             data.extend_from_slice(value);
             data.push(b'\n');
         }
-        let h = Self::header("PaxHeaders/next", tar::EntryType::XHeader, 0o644, data.len() as u64);
+        let h = Self::header(
+            "PaxHeaders/next",
+            tar::EntryType::XHeader,
+            0o644,
+            data.len() as u64,
+        );
         self.push(h, &data)
     }
 
@@ -169,8 +193,10 @@ pub fn getxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 
 /// Names of the entries of a directory, sorted.
 pub fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
