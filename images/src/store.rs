@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::future::try_join_all;
+use futures::future::join_all;
 use tokio::sync::Semaphore;
 
 use crate::content::ContentStore;
@@ -149,7 +149,10 @@ impl ImageStore {
                 self.fetch_layer_once(&session, layer, diff_id, chain_id, progress).await
             }
         });
-        try_join_all(fetches).await?;
+        // Wait for every layer, also after one failed: a sibling cut off mid-stream would
+        // still be removing its temp blob and snapshot after we answered, racing the
+        // kubelet's retry. The first error is the answer.
+        join_all(fetches).await.into_iter().collect::<Result<Vec<()>>>()?;
 
         // Blobs that name the image go in last: until the record exists they are garbage.
         self.content.write_blob(&manifest_digest, &manifest.bytes)?;

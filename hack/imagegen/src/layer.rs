@@ -470,8 +470,10 @@ impl<W: Write> Encoder<W> {
     fn new(inner: W, compression: Compression) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => Encoder::None(inner),
-            // Level 1: the layers are test data; speed matters more than a few percent of size.
-            Compression::Gzip => Encoder::Gzip(flate2::GzBuilder::new().mtime(0).write(inner, flate2::Compression::fast())),
+            // The default level, as `docker push` and most registries' images use. Level 1
+            // made zlib-rs emit fixed-Huffman blocks for random data, so the benchmark image
+            // (and its digests) depended on which flate2 backend the build happened to use.
+            Compression::Gzip => Encoder::Gzip(flate2::GzBuilder::new().mtime(0).write(inner, flate2::Compression::default())),
             Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(inner, 3)?),
         })
     }
