@@ -11,7 +11,8 @@
 //! | Unavailable       | Unavailable        | registry down or 5xx: retrying later may succeed      |
 //! | Unauthenticated   | Unauthenticated    | the registry refused the credentials                  |
 //! | BadContent        | FailedPrecondition | see below                                             |
-//! | Internal          | Internal           | disk full, permissions, database: the node's problem  |
+//! | NoSpace           | ResourceExhausted  | the image filesystem is full: free space, then retry  |
+//! | Internal          | Internal           | permissions, database, bugs: the node's problem       |
 //!
 //! BadContent (digest or size mismatch, truncated, corrupt or hostile layer, unsupported
 //! media type) maps to FailedPrecondition, not DataLoss: the request was valid and the
@@ -30,6 +31,7 @@ pub fn code_for(kind: ErrorKind) -> Code {
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::BadContent => Code::FailedPrecondition,
+        ErrorKind::NoSpace => Code::ResourceExhausted,
         ErrorKind::Internal => Code::Internal,
     }
 }
@@ -57,6 +59,7 @@ mod tests {
         assert_eq!(code_for(ErrorKind::Unavailable), Code::Unavailable);
         assert_eq!(code_for(ErrorKind::Unauthenticated), Code::Unauthenticated);
         assert_eq!(code_for(ErrorKind::BadContent), Code::FailedPrecondition);
+        assert_eq!(code_for(ErrorKind::NoSpace), Code::ResourceExhausted);
         assert_eq!(code_for(ErrorKind::Internal), Code::Internal);
     }
 

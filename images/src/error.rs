@@ -18,7 +18,9 @@ pub enum ErrorKind {
     /// The registry served content that is wrong: digest mismatch, truncated or hostile
     /// layer, unsupported media type.
     BadContent,
-    /// Disk full, permission denied, database trouble: the node's problem.
+    /// The disk (or quota) under the store is full: the node must free space.
+    NoSpace,
+    /// Permission denied, database trouble, a bug: the node's problem.
     Internal,
 }
 
@@ -89,6 +91,11 @@ impl Error {
             | Error::UnsupportedMediaType(_)
             | Error::HostileLayer { .. }
             | Error::CorruptLayer { .. } => ErrorKind::BadContent,
+            Error::Io { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) =>
+            {
+                ErrorKind::NoSpace
+            }
             Error::Io { .. } | Error::Database(_) | Error::Mount { .. } => ErrorKind::Internal,
         }
     }

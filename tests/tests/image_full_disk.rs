@@ -132,7 +132,7 @@ async fn assert_full_disk_pull_fails_cleanly(node: &BerthdOnTmpfs, image: &str, 
     };
     eprintln!("full disk: PullImage answered {:?}: {}", err.code(), err.message());
     assert_ne!(err.code(), Code::Ok, "{err:?}");
-    assert_ne!(err.code(), Code::Unknown, "the code is chosen where the error is understood: {err:?}");
+    assert_eq!(err.code(), Code::ResourceExhausted, "a full image filesystem is ResourceExhausted: {err:?}");
     assert!(
         err.message().to_lowercase().contains("no space"),
         "the message says the disk is full (No space left on device): {err:?}"
