@@ -16,6 +16,7 @@ pub mod fixtures;
 pub mod leaks;
 pub mod paths;
 pub mod proxy;
+pub mod token_proxy;
 pub mod store;
 
 pub use berthd::Berthd;
