@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest, StatusRequest, VersionRequest};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tonic::transport::{Channel, Endpoint};
+mod common;
+use common::channel;
 
 const BERTHD: &str = env!("CARGO_BIN_EXE_berthd");
 
@@ -90,18 +90,6 @@ impl Drop for Berthd {
             let _ = self.child.wait();
         }
     }
-}
-
-async fn channel(socket: &Path) -> Channel {
-    let socket = socket.to_path_buf();
-    Endpoint::try_from("http://[::]:50051")
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
-        }))
-        .await
-        .expect("connect to berthd")
 }
 
 #[tokio::test]

@@ -11,7 +11,6 @@ use berth_cri::runtime::RuntimeServer;
 use berth_cri::server::{ensure_socket_free, serve, BoundSocket, ServerError};
 use berth_images::error::Result as StoreResult;
 use berth_images::{Credentials, Error as StoreError, FsUsage, Image};
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
@@ -19,7 +18,8 @@ use k8s_cri::v1::{
     StatusRequest, VersionRequest,
 };
 use tokio::sync::oneshot;
-use tonic::transport::{Channel, Endpoint};
+mod common;
+use common::channel;
 use tonic::Code;
 
 /// A store with no images that knows no registry.
@@ -82,18 +82,6 @@ impl Drop for RunningServer {
         // On a failed assertion the server must not outlive the test.
         self.task.abort();
     }
-}
-
-async fn channel(socket: &Path) -> Channel {
-    let socket = socket.to_path_buf();
-    Endpoint::try_from("http://[::]:50051")
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
-        }))
-        .await
-        .expect("connect over the unix socket")
 }
 
 #[tokio::test]
