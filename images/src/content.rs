@@ -27,7 +27,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::digest::{Digest, Sha256Hasher};
+use crate::digest::{digests_in_dir, Digest, Sha256Hasher};
 use crate::error::{Error, Result};
 
 /// The blob store. Cheap to clone; all state is on disk.
@@ -149,21 +149,7 @@ impl ContentStore {
 
     /// Digests of all stored blobs (files whose names are not digests are ignored).
     pub fn list(&self) -> Result<Vec<Digest>> {
-        let entries =
-            fs::read_dir(&self.blobs).map_err(|e| Error::io("listing blobs", &self.blobs, e))?;
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("listing blobs", &self.blobs, e))?;
-            if let Some(digest) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::from_hex(n).ok())
-            {
-                out.push(digest);
-            }
-        }
-        out.sort();
-        Ok(out)
+        digests_in_dir(&self.blobs, "listing blobs")
     }
 
     /// Removes every temp file in `ingest/`. Call at startup, before any pull runs: the

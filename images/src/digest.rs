@@ -98,6 +98,22 @@ fn validate_hex(hex: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The digests named by the entries of `dir` (`<hex>` files or directories), sorted;
+/// entries whose names are not digests (temp files) are skipped. Blobs and snapshots are
+/// both stored this way.
+pub(crate) fn digests_in_dir(dir: &std::path::Path, context: &'static str) -> Result<Vec<Digest>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(context, dir, e))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(context, dir, e))?;
+        if let Some(digest) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            out.push(digest);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.full)

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 
 use crate::content::unique_suffix;
-use crate::digest::{Digest, Sha256Hasher};
+use crate::digest::{digests_in_dir, Digest, Sha256Hasher};
 use crate::error::{Error, Result};
 use crate::model::RootfsLayout;
 
@@ -116,21 +116,7 @@ impl SnapshotStore {
 
     /// Chain ids of all complete snapshots.
     pub fn list(&self) -> Result<Vec<Digest>> {
-        let entries =
-            fs::read_dir(&self.dir).map_err(|e| Error::io("listing snapshots", &self.dir, e))?;
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("listing snapshots", &self.dir, e))?;
-            if let Some(d) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::from_hex(n).ok())
-            {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        digests_in_dir(&self.dir, "listing snapshots")
     }
 
     /// Removes `.tmp-*` leftovers (unpacks or deletes interrupted by a crash). Call at
