@@ -24,6 +24,8 @@ mod bpf;
 pub mod convert;
 pub mod devices;
 mod error;
+#[cfg(test)]
+mod fake_tests;
 mod fsutil;
 mod v1;
 mod v2;
