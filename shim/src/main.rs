@@ -1,4 +1,12 @@
+//! `berth-shim`: one per container; see `berth_shim::monitor`.
+
 fn main() {
-    eprintln!("berth-shim: being written");
-    std::process::exit(1);
+    let args = match berth_shim::monitor::args::parse(std::env::args_os().skip(1)) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("berth-shim: {message}");
+            std::process::exit(2);
+        }
+    };
+    std::process::exit(berth_shim::monitor::run_create(args));
 }

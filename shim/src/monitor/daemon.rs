@@ -1,0 +1,295 @@
+//! `berth-shim create`: the detach dance and the daemon's setup.
+//!
+//! The foreground process forks; the child calls setsid and forks the daemon, then exits.
+//! The foreground waits on a "ready" pipe until the daemon writes `ok` (the container is
+//! created, `pid`, `shim.pid` and `control.sock` exist) or an error message (nothing is left),
+//! and exits 0 or 1 accordingly. The daemon lives on detached: own session, stdio on
+//! /dev/null, child subreaper, parent of the container's init.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, SigHandler, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, setsid, ForkResult, Pid};
+use oci_spec::runtime::Spec;
+
+use super::args::CreateArgs;
+use super::builtin::{cgroup_manager, BuiltinRuntime};
+use super::cri_log::CriLog;
+use super::diag::{self, log_info};
+use super::event_loop::Monitor;
+use super::external::ExternalRuntime;
+use super::runtime::{ContainerRuntime, StdioFds};
+use crate::protocol::{CONTROL_SOCKET, EXIT_FILE, INIT_PID_FILE, SHIM_PID_FILE};
+
+/// What the foreground checks before forking: errors here are reported directly.
+struct Prepared {
+    args: CreateArgs,
+    spec: Spec,
+    cgroups_path: String,
+}
+
+/// Run `berth-shim create`; the return value is the foreground process's exit code.
+pub fn run_create(args: CreateArgs) -> i32 {
+    let prepared = match prepare(args) {
+        Ok(prepared) => prepared,
+        Err(message) => {
+            eprintln!("berth-shim: {message}");
+            return 1;
+        }
+    };
+    let (ready_read, ready_write) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            eprintln!("berth-shim: pipe: {e}");
+            return 1;
+        }
+    };
+    // SAFETY: single-threaded here (nothing has spawned a thread), so fork is safe.
+    match unsafe { fork() } {
+        Err(e) => {
+            eprintln!("berth-shim: fork: {e}");
+            1
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(ready_write);
+            let _ = waitpid(child, None);
+            wait_ready(ready_read)
+        }
+        Ok(ForkResult::Child) => {
+            drop(ready_read);
+            let _ = setsid();
+            // SAFETY: still single-threaded.
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => daemon(prepared, ready_write),
+                Ok(ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
+                Err(e) => {
+                    report(&ready_write, &format!("fork: {e}"));
+                    unsafe { libc::_exit(1) }
+                }
+            }
+        }
+    }
+}
+
+/// The foreground's side of the ready pipe: `ok` or an error message.
+fn wait_ready(ready: OwnedFd) -> i32 {
+    let mut message = String::new();
+    let _ = std::fs::File::from(ready).take(64 * 1024).read_to_string(&mut message);
+    let message = message.lines().next().unwrap_or("").trim();
+    match message {
+        "ok" => 0,
+        "" => {
+            eprintln!("berth-shim: the shim died while creating the container");
+            1
+        }
+        _ => {
+            eprintln!("berth-shim: {message}");
+            1
+        }
+    }
+}
+
+fn report(ready: &OwnedFd, message: &str) {
+    // One line: the foreground prints the first line only.
+    let line = format!("{}\n", message.replace('\n', " "));
+    let _ = nix::unistd::write(ready, line.as_bytes());
+}
+
+fn prepare(mut args: CreateArgs) -> Result<Prepared, String> {
+    if args.builtin_init && args.runtime.is_some() {
+        return Err("--builtin-init cannot be combined with --runtime".into());
+    }
+    args.bundle = std::fs::canonicalize(&args.bundle).map_err(|e| format!("bundle {}: {e}", args.bundle.display()))?;
+    std::fs::create_dir_all(&args.state_dir).map_err(|e| format!("state dir {}: {e}", args.state_dir.display()))?;
+    args.state_dir = std::fs::canonicalize(&args.state_dir).map_err(|e| format!("state dir {}: {e}", args.state_dir.display()))?;
+    if let Some(log) = &args.log_path {
+        if log.is_relative() {
+            let cwd = std::env::current_dir().map_err(|e| format!("current dir: {e}"))?;
+            args.log_path = Some(cwd.join(log));
+        }
+    }
+    if let Some(runtime) = &args.runtime {
+        if !runtime.is_absolute() {
+            args.runtime = Some(find_in_path(runtime).ok_or_else(|| format!("runtime {} not found in PATH", runtime.display()))?);
+        }
+    }
+    let config = args.bundle.join("config.json");
+    let spec = Spec::load(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let cgroups_path = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.cgroups_path().as_ref())
+        .map(|path| path.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("/berth/{}", args.id));
+    refuse_live_shim(&args.state_dir)?;
+    Ok(Prepared { args, spec, cgroups_path })
+}
+
+fn find_in_path(name: &Path) -> Option<PathBuf> {
+    if name.components().count() > 1 {
+        return std::fs::canonicalize(name).ok();
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+}
+
+/// A state dir is for one shim: if a shim answers on its socket, do not take it over.
+fn refuse_live_shim(state_dir: &Path) -> Result<(), String> {
+    if UnixStream::connect(state_dir.join(CONTROL_SOCKET)).is_ok() {
+        return Err(format!("a shim is already running in {}", state_dir.display()));
+    }
+    Ok(())
+}
+
+/// The detached daemon: set up, tell the foreground, serve. Never returns.
+fn daemon(prepared: Prepared, ready: OwnedFd) -> ! {
+    let state_dir = prepared.args.state_dir.clone();
+    match setup(prepared) {
+        Ok(monitor) => {
+            report(&ready, "ok");
+            drop(ready);
+            log_info!("container created, init pid {}", monitor.init);
+            monitor.run()
+        }
+        Err(message) => {
+            diag::write("ERROR", format_args!("create failed: {message}"));
+            for name in [CONTROL_SOCKET, SHIM_PID_FILE, INIT_PID_FILE] {
+                let _ = std::fs::remove_file(state_dir.join(name));
+            }
+            report(&ready, &message);
+            // SAFETY: _exit is always safe to call.
+            unsafe { libc::_exit(1) }
+        }
+    }
+}
+
+fn setup(prepared: Prepared) -> Result<Monitor, String> {
+    let Prepared { args, spec, cgroups_path } = prepared;
+    let _ = std::env::set_current_dir("/");
+    redirect_stdio_to_dev_null()?;
+    diag::init(&args.state_dir);
+    log_info!("berth-shim {} for container {}", env!("CARGO_PKG_VERSION"), args.id);
+    // Orphans of the container (and runc's init after `runc create` exits) become our children.
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(format!("PR_SET_CHILD_SUBREAPER: {}", std::io::Error::last_os_error()));
+    }
+    // Rust ignores SIGPIPE; an ignored signal stays ignored across exec, so give the container
+    // the default while it is created (the shim uses MSG_NOSIGNAL and EPIPE afterwards).
+    set_sigpipe(SigHandler::SigDfl);
+    for name in [EXIT_FILE, CONTROL_SOCKET, SHIM_PID_FILE, INIT_PID_FILE] {
+        let _ = std::fs::remove_file(args.state_dir.join(name));
+    }
+
+    let log = CriLog::open(args.log_path.as_deref())
+        .map_err(|e| format!("log file {}: {e}", args.log_path.as_deref().unwrap_or(Path::new("")).display()))?;
+    let (stdout_read, stdout_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (stderr_read, stderr_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    for fd in [&stdout_read, &stderr_read] {
+        set_nonblocking(fd)?;
+    }
+    let stdin = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let stdio = StdioFds { stdin: stdin.into(), stdout: stdout_write, stderr: stderr_write };
+
+    let mut runtime: Box<dyn ContainerRuntime> = match &args.runtime {
+        Some(binary) => {
+            let oom_path = cgroups_path.clone();
+            Box::new(ExternalRuntime::new(
+                binary,
+                &args.id,
+                &args.bundle,
+                &args.state_dir,
+                Box::new(move || cgroup_manager(&oom_path).and_then(|m| m.oom_kill_count().ok()).is_some_and(|n| n > 0)),
+            ))
+        }
+        None => Box::new(BuiltinRuntime::new(spec, &args.bundle, &cgroups_path, args.builtin_init)?),
+    };
+    let init = match runtime.create(stdio) {
+        Ok(pid) => pid,
+        Err(message) => {
+            runtime.destroy();
+            return Err(message);
+        }
+    };
+    // From here on a failure must take the created container down again.
+    let fail = |runtime: &mut Box<dyn ContainerRuntime>, message: String| {
+        let _ = kill(init, Signal::SIGKILL);
+        let _ = waitpid(init, None);
+        runtime.destroy();
+        message
+    };
+    let finish_setup = || -> Result<(UnixListener, SignalFd), String> {
+        write_atomically(&args.state_dir.join(INIT_PID_FILE), &init.to_string())?;
+        write_atomically(&args.state_dir.join(SHIM_PID_FILE), &std::process::id().to_string())?;
+        let socket = args.state_dir.join(CONTROL_SOCKET);
+        let listener = UnixListener::bind(&socket).map_err(|e| format!("control socket {}: {e}", socket.display()))?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
+        listener.set_nonblocking(true).map_err(|e| format!("control socket: {e}"))?;
+        let mut mask = SigSet::empty();
+        for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            mask.add(signal);
+        }
+        mask.thread_block().map_err(|e| format!("blocking signals: {e}"))?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| format!("signalfd: {e}"))?;
+        Ok((listener, signals))
+    };
+    let (listener, signals) = match finish_setup() {
+        Ok(parts) => parts,
+        Err(message) => return Err(fail(&mut runtime, message)),
+    };
+    set_sigpipe(SigHandler::SigIgn);
+    Ok(Monitor::new(args.state_dir, runtime, init, log, [Some(stdout_read), Some(stderr_read)], listener, signals))
+}
+
+fn set_sigpipe(handler: SigHandler) {
+    // SAFETY: switching between SIG_DFL and SIG_IGN installs no handler code.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGPIPE, handler);
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> Result<(), String> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| format!("fcntl: {e}"))?;
+    fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK))
+        .map_err(|e| format!("fcntl: {e}"))?;
+    Ok(())
+}
+
+fn redirect_stdio_to_dev_null() -> Result<(), String> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("/dev/null: {e}"))?;
+    for target in 0..=2 {
+        // SAFETY: dup2 onto the standard descriptors, which this process owns.
+        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+            return Err(format!("dup2: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Temp file + rename, so readers never see half a pid.
+fn write_atomically(path: &Path, contents: &str) -> Result<(), String> {
+    let temp = path.with_extension("tmp");
+    let result = std::fs::File::create(&temp)
+        .and_then(|mut file| file.write_all(contents.as_bytes()))
+        .and_then(|()| std::fs::rename(&temp, path));
+    result.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[allow(dead_code)]
+fn _pid_is_i32(pid: Pid) -> i32 {
+    pid.as_raw()
+}
