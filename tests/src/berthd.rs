@@ -13,8 +13,10 @@ use nix::unistd::Pid;
 use crate::cri::{self, ImageClient, RuntimeClient};
 use crate::leaks::{self, Leaks};
 use crate::paths;
+use crate::timing::scaled;
 
-/// How long berthd may take from exec to accepting connections on its socket.
+/// How long berthd may take from exec to accepting connections on its socket (times
+/// `BERTH_TEST_TIME_SCALE`).
 pub const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// berthd's own crates at debug, the gRPC and HTTP/2 machinery quiet.
 pub const LOG_LEVEL: &str = "info,berth_cri=debug,berth_images=debug";
@@ -36,6 +38,9 @@ pub struct Berthd {
     socket: PathBuf,
     config: PathBuf,
     log: PathBuf,
+    /// `[runtime] cgroup_root` of this berthd: `/berth-test-<random>`, unique to the test,
+    /// so that the leak check and the clean-up never look at anyone else's cgroups.
+    cgroup_root: String,
     child: Option<Child>,
 }
 
@@ -46,7 +51,8 @@ impl Berthd {
     }
 
     /// Starts berthd with `config_toml` as its config file (`--config`); root, state and
-    /// address always come from flags.
+    /// address always come from flags. When berthd knows the `[runtime]` table, the
+    /// harness adds `cgroup_root = "/berth-test-<random>"` to it (or adds the table).
     pub async fn start_with(config_toml: &str) -> Berthd {
         let dir = tempfile::Builder::new().prefix("berth-test-").tempdir().expect("create temp dir for berthd");
         let base = dir.path().to_path_buf();
@@ -56,6 +62,8 @@ impl Berthd {
             std::fs::create_dir_all(d).expect("create berthd dirs");
         }
         let config = base.join("config.toml");
+        let cgroup_root = format!("/berth-test-{}", random_hex(8));
+        let config_toml = with_cgroup_root(config_toml, &cgroup_root);
         std::fs::write(&config, config_toml).expect("write berthd config");
         let mut berthd = Berthd {
             dir: Some(dir),
@@ -65,6 +73,7 @@ impl Berthd {
             root,
             state,
             config,
+            cgroup_root,
             child: None,
         };
         berthd.spawn().await;
@@ -89,6 +98,11 @@ impl Berthd {
 
     pub fn log_path(&self) -> &Path {
         &self.log
+    }
+
+    /// This berthd's `[runtime] cgroup_root` (e.g. `/berth-test-0a1b2c3d`).
+    pub fn cgroup_root(&self) -> &str {
+        &self.cgroup_root
     }
 
     /// The temp dir holding root, state, config and log.
@@ -138,7 +152,7 @@ impl Berthd {
     /// Sends `signal` and waits for berthd to exit; returns how it exited.
     pub fn terminate_with(&mut self, signal: Signal) -> ExitStatus {
         let mut child = self.child.take().expect("terminate: berthd is not running");
-        match stop_child(&mut child, signal, STOP_TIMEOUT) {
+        match stop_child(&mut child, signal, scaled(STOP_TIMEOUT)) {
             Some(status) => status,
             None => {
                 let _ = child.kill();
@@ -167,6 +181,19 @@ impl Berthd {
     /// children) naming the temp dir, and temp files of interrupted writes in the store.
     pub fn leaks(&self) -> Leaks {
         leaks::check(&self.base, &self.root, self.pid())
+    }
+
+    /// What pods and containers left behind while berthd runs: mounts and pinned
+    /// namespaces under the temp dir, shim (or any) processes naming it, cgroups below the
+    /// test's cgroup root.
+    pub fn runtime_leaks(&self) -> Leaks {
+        leaks::check_runtime(&self.base, &self.cgroup_root, self.pid())
+    }
+
+    /// Asserts that nothing of removed pods and containers is left (berthd may run).
+    pub fn assert_no_runtime_leaks(&self) {
+        let found = self.runtime_leaks();
+        assert!(found.is_empty(), "left behind after every pod was removed: {found:#?}");
     }
 
     /// Asserts nothing leaked; call it after [`Berthd::stop`] at the end of a test.
@@ -225,7 +252,7 @@ impl Berthd {
 
     /// Waits until berthd accepts connections on its socket.
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + scaled(START_TIMEOUT);
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -247,10 +274,19 @@ impl Berthd {
 impl Drop for Berthd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            if stop_child(&mut child, Signal::SIGTERM, STOP_TIMEOUT).is_none() {
+            if stop_child(&mut child, Signal::SIGTERM, scaled(STOP_TIMEOUT)).is_none() {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+        }
+        // Shims outlive berthd by design: whatever a test did not remove goes now. Only
+        // processes naming this test's state dir are killed, and only processes in this
+        // test's own cgroup root.
+        for (pid, cmdline) in leaks::kill_processes_naming(&self.state, None) {
+            eprintln!("harness: killed leftover process {pid}: {cmdline}");
+        }
+        for cgroup in leaks::remove_cgroup_tree(&self.cgroup_root, scaled(Duration::from_secs(5))) {
+            eprintln!("harness: could not remove cgroup {}", cgroup.display());
         }
         for mount in leaks::unmount_all_under(&self.base) {
             eprintln!("harness: could not unmount {}", mount.display());
@@ -266,6 +302,50 @@ impl Drop for Berthd {
             }
         }
     }
+}
+
+/// `n` random bytes as lowercase hex.
+pub fn random_hex(n: usize) -> String {
+    use std::io::Read;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("read /dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether this berthd has the `[runtime]` config table (asked once per test binary
+/// through `berthd config default`): until the runtime lands, the key would be refused.
+fn berthd_knows_runtime_table() -> bool {
+    static KNOWS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KNOWS.get_or_init(|| {
+        let output = run_berthd_command(&["config", "default"]);
+        String::from_utf8_lossy(&output.stdout).lines().any(|line| line.trim() == "[runtime]")
+    })
+}
+
+/// `config_toml` with `cgroup_root` set in its `[runtime]` table, if berthd has one and
+/// the test did not set the key itself.
+fn with_cgroup_root(config_toml: &str, cgroup_root: &str) -> String {
+    if !berthd_knows_runtime_table() || config_toml.contains("cgroup_root") {
+        return config_toml.to_string();
+    }
+    let key = format!("cgroup_root = \"{cgroup_root}\"");
+    let mut out = String::new();
+    let mut inserted = false;
+    for line in config_toml.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if !inserted && line.trim() == "[runtime]" {
+            out.push_str(&key);
+            out.push('\n');
+            inserted = true;
+        }
+    }
+    if !inserted {
+        out.push_str(&format!("\n[runtime]\n{key}\n"));
+    }
+    out
 }
 
 /// Sends `signal` and waits up to `timeout` for the child to exit.

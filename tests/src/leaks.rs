@@ -11,11 +11,19 @@ pub struct Leaks {
     pub processes: Vec<(i32, String)>,
     /// Temp files of interrupted writes in the content or snapshot store.
     pub temp_files: Vec<PathBuf>,
+    /// Pinned namespaces (nsfs bind mounts) under the temp dir; also listed in `mounts`.
+    pub ns_mounts: Vec<PathBuf>,
+    /// Cgroups below the test's own cgroup root, in any v1 hierarchy or in v2.
+    pub cgroups: Vec<PathBuf>,
 }
 
 impl Leaks {
     pub fn is_empty(&self) -> bool {
-        self.mounts.is_empty() && self.processes.is_empty() && self.temp_files.is_empty()
+        self.mounts.is_empty()
+            && self.processes.is_empty()
+            && self.temp_files.is_empty()
+            && self.ns_mounts.is_empty()
+            && self.cgroups.is_empty()
     }
 }
 
@@ -29,7 +37,155 @@ pub fn check(base: &Path, root: &Path, berthd_pid: Option<u32>) -> Leaks {
             processes.push((pid, "berthd (still running)".to_string()));
         }
     }
-    Leaks { mounts: mounts_under(base), processes, temp_files: temp_leftovers(root) }
+    Leaks {
+        mounts: mounts_under(base),
+        processes,
+        temp_files: temp_leftovers(root),
+        ns_mounts: ns_mounts_under(base),
+        cgroups: Vec::new(),
+    }
+}
+
+/// Leftovers of pods and containers while berthd still runs: every mount and pinned
+/// namespace under `base`, every process naming `base` other than berthd itself (shims
+/// name their state dir on their command line), and every cgroup below `cgroup_root`.
+pub fn check_runtime(base: &Path, cgroup_root: &str, berthd_pid: Option<u32>) -> Leaks {
+    let berthd_pid = berthd_pid.map(|pid| pid as i32);
+    let processes = processes_naming(base).into_iter().filter(|(pid, _)| Some(*pid) != berthd_pid).collect();
+    Leaks {
+        mounts: mounts_under(base),
+        processes,
+        temp_files: Vec::new(),
+        ns_mounts: ns_mounts_under(base),
+        cgroups: cgroups_below(cgroup_root),
+    }
+}
+
+/// One line of `/proc/self/mountinfo`: where it is mounted, the root of the mounted
+/// filesystem it shows, and the filesystem type.
+struct MountEntry {
+    root: String,
+    mount_point: PathBuf,
+    fs_type: String,
+}
+
+fn mount_entries() -> Vec<MountEntry> {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            // Optional fields end with "-"; the filesystem type follows it.
+            let separator = fields.iter().position(|f| *f == "-")?;
+            Some(MountEntry {
+                root: unescape_mountinfo(fields.get(3)?),
+                mount_point: PathBuf::from(unescape_mountinfo(fields.get(4)?)),
+                fs_type: fields.get(separator + 1)?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// nsfs mounts (pinned namespaces) at or under `dir`.
+pub fn ns_mounts_under(dir: &Path) -> Vec<PathBuf> {
+    mount_entries()
+        .into_iter()
+        .filter(|m| m.fs_type == "nsfs" && m.mount_point.starts_with(dir))
+        .map(|m| m.mount_point)
+        .collect()
+}
+
+/// The directory of cgroup `cgroup_path` (like `/berth-test-1a2b`) in every mounted cgroup
+/// hierarchy, v1 and v2, that shows the cgroup root (on this host: one per v1 controller
+/// group plus the unified one; in the v2 guest: `/sys/fs/cgroup` alone). Hierarchies
+/// mounted more than once are listed once.
+pub fn cgroup_dirs(cgroup_path: &str) -> Vec<PathBuf> {
+    let relative = cgroup_path.trim_start_matches('/');
+    let mut dirs: Vec<PathBuf> = mount_entries()
+        .into_iter()
+        .filter(|m| (m.fs_type == "cgroup" || m.fs_type == "cgroup2") && m.root == "/")
+        .map(|m| m.mount_point.join(relative))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// Every cgroup strictly below `cgroup_root`, in every hierarchy, deepest first.
+pub fn cgroups_below(cgroup_root: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in cgroup_dirs(cgroup_root) {
+        collect_child_cgroups(&dir, &mut found);
+    }
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}
+
+fn collect_child_cgroups(dir: &Path, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            let path = entry.path();
+            collect_child_cgroups(&path, found);
+            found.push(path);
+        }
+    }
+}
+
+/// Removes the test's cgroup root and everything below it in every hierarchy: SIGKILLs the
+/// processes in them (they can only be the test's containers: the root's name is unique to
+/// the test), then removes the directories deepest first. Returns what could not be removed.
+pub fn remove_cgroup_tree(cgroup_root: &str, patience: std::time::Duration) -> Vec<PathBuf> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let mut dirs = cgroups_below(cgroup_root);
+        dirs.extend(cgroup_dirs(cgroup_root).into_iter().filter(|d| d.is_dir()));
+        if dirs.is_empty() {
+            return dirs;
+        }
+        for dir in &dirs {
+            // A frozen cgroup's processes cannot die; thaw it first (v1 freezer, v2 freeze).
+            let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+            let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+            for pid in cgroup_pids(dir) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        let mut left = Vec::new();
+        for dir in dirs {
+            if std::fs::remove_dir(&dir).is_err() && dir.exists() {
+                left.push(dir);
+            }
+        }
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The processes in the cgroup at `dir` (`cgroup.procs`).
+pub fn cgroup_pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// SIGKILLs the processes (other than `except`) whose command line mentions `dir`: the
+/// shims of a berthd whose state dir is `dir`. Returns what was killed.
+pub fn kill_processes_naming(dir: &Path, except: Option<u32>) -> Vec<(i32, String)> {
+    let except = except.map(|pid| pid as i32);
+    let victims: Vec<(i32, String)> = processes_naming(dir).into_iter().filter(|(pid, _)| Some(*pid) != except).collect();
+    for (pid, _) in &victims {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    victims
 }
 
 /// Mount points at or under `dir`, from `/proc/self/mountinfo`, deepest first.

@@ -12,12 +12,16 @@
 
 pub mod berthd;
 pub mod cri;
+pub mod cri_log;
 pub mod fixtures;
 pub mod leaks;
 pub mod paths;
 pub mod proxy;
-pub mod token_proxy;
+pub mod runtime;
 pub mod store;
+pub mod timing;
+pub mod token_proxy;
 
 pub use berthd::Berthd;
 pub use cri::{ImageClient, RuntimeClient};
+pub use runtime::{Pod, RuntimeEnv};
