@@ -3,6 +3,7 @@
 //! milestone builds them (one file per RPC, as these three).
 
 mod runtime_config;
+pub mod spec;
 mod status;
 mod version;
 
