@@ -5,8 +5,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::monitor::read_exit_file;
 use crate::protocol::{
-    self, ContainerStatus, ExecOutput, Request, Response, CONTROL_SOCKET, MAX_REQUEST_BYTES,
+    self, ContainerStatus, ExecOutput, Request, Response, ShimState, CONTROL_SOCKET, INIT_PID_FILE,
+    MAX_REQUEST_BYTES,
 };
 
 /// Largest answer accepted: two 16 MiB exec outputs in base64 plus JSON framing.
@@ -32,6 +34,7 @@ pub enum ShimClientError {
 
 #[derive(Debug, Clone)]
 pub struct ShimClient {
+    state_dir: PathBuf,
     socket: PathBuf,
     /// Read/write timeout for requests without their own timeout.
     timeout: Duration,
@@ -40,7 +43,10 @@ pub struct ShimClient {
 impl ShimClient {
     /// A client for the shim whose state dir is `state_dir`.
     pub fn new(state_dir: impl AsRef<Path>) -> Self {
-        ShimClient { socket: state_dir.as_ref().join(CONTROL_SOCKET), timeout: Duration::from_secs(10) }
+        ShimClient {
+            state_dir: state_dir.as_ref().to_path_buf(),
+            socket: state_dir.as_ref().join(CONTROL_SOCKET),
+            timeout: Duration::from_secs(10) }
     }
 
     /// Change the timeout of requests that have none of their own (default 10 s).
@@ -59,14 +65,38 @@ impl ShimClient {
         self.expect_ok(&Request::Signal { signal, all }, self.timeout)
     }
 
+    /// The container's status. Once the shim has exited this is read from `exit.json`
+    /// (state Stopped); `NotRunning` only when the shim is gone without an exit record.
     pub fn status(&self) -> Result<ContainerStatus, ShimClientError> {
-        self.expect_status(&Request::Status, self.timeout)
+        self.or_exit_file(self.expect_status(&Request::Status, self.timeout))
     }
 
-    /// The status once the container exited, or after `timeout` (check `exit`).
+    /// The status once the container exited, or after `timeout` (check `exit`). Like
+    /// [`status`](Self::status), a shim that already exited answers through `exit.json`.
     pub fn wait(&self, timeout: Duration) -> Result<ContainerStatus, ShimClientError> {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self.expect_status(&Request::Wait { timeout_ms }, timeout.saturating_add(self.timeout))
+        self.or_exit_file(self.expect_status(&Request::Wait { timeout_ms }, timeout.saturating_add(self.timeout)))
+    }
+
+    /// The shim exits right after it recorded the exit, so a request can race with its exit:
+    /// NotRunning with an exit record is a stopped container, not a lost one.
+    fn or_exit_file(&self, result: Result<ContainerStatus, ShimClientError>) -> Result<ContainerStatus, ShimClientError> {
+        match result {
+            Err(ShimClientError::NotRunning) => match read_exit_file(&self.state_dir) {
+                Ok(Some(exit)) => Ok(ContainerStatus {
+                    state: ShimState::Stopped,
+                    pid: std::fs::read_to_string(self.state_dir.join(INIT_PID_FILE))
+                        .ok()
+                        .and_then(|text| text.trim().parse().ok())
+                        .unwrap_or(0),
+                    started_at_ns: exit.started_at_ns,
+                    exit: Some(exit),
+                }),
+                Ok(None) => Err(ShimClientError::NotRunning),
+                Err(e) => Err(ShimClientError::Protocol(e.to_string())),
+            },
+            other => other,
+        }
     }
 
     /// Run a command in the container and collect its output. `timeout` zero = none.
