@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use berth_shim::cgroups::{self, CgroupManager, CgroupVersion};
 use nix::unistd::Pid;
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
-    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+    LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
 
 fn is_root() -> bool {
@@ -26,7 +26,10 @@ fn is_root() -> bool {
 
 fn random_hex() -> String {
     let mut bytes = [0u8; 6];
-    fs::File::open("/dev/urandom").unwrap().read_exact(&mut bytes).unwrap();
+    fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut bytes)
+        .unwrap();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -35,12 +38,14 @@ fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
     let rel = path.trim_start_matches('/');
     match cgroups::detect().unwrap() {
         CgroupVersion::V2 => vec![Path::new(cgroups::SYSTEM_CGROUP_ROOT).join(rel)],
-        CgroupVersion::V1 => ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "hugetlb"]
-            .iter()
-            .map(|c| Path::new(cgroups::SYSTEM_CGROUP_ROOT).join(c))
-            .filter(|d| d.is_dir())
-            .map(|d| d.join(rel))
-            .collect(),
+        CgroupVersion::V1 => [
+            "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "hugetlb",
+        ]
+        .iter()
+        .map(|c| Path::new(cgroups::SYSTEM_CGROUP_ROOT).join(c))
+        .filter(|d| d.is_dir())
+        .map(|d| d.join(rel))
+        .collect(),
     }
 }
 
@@ -94,7 +99,10 @@ impl TestTree {
             if let Some(status) = self.child(pid).try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "pid {pid} still running after {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "pid {pid} still running after {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -147,8 +155,14 @@ fn limits_apply_a_process_joins_and_destroy_removes_everything() {
     let pod_path = tree.path("pod");
     let ctr_path = tree.path("pod/ctr");
 
-    assert!(cgroups::ensure_pod_cgroup(&pod_path).unwrap(), "a new pod cgroup is ours");
-    assert!(!cgroups::ensure_pod_cgroup(&pod_path).unwrap(), "the second time it existed");
+    assert!(
+        cgroups::ensure_pod_cgroup(&pod_path).unwrap(),
+        "a new pod cgroup is ours"
+    );
+    assert!(
+        !cgroups::ensure_pod_cgroup(&pod_path).unwrap(),
+        "the second time it existed"
+    );
     let ctr = cgroups::manager(&ctr_path).unwrap();
     assert_eq!(ctr.version(), version);
     ctr.create().unwrap();
@@ -163,7 +177,12 @@ fn limits_apply_a_process_joins_and_destroy_removes_everything() {
                 .build()
                 .unwrap(),
         )
-        .memory(LinuxMemoryBuilder::default().limit(64 << 20).build().unwrap())
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(64 << 20)
+                .build()
+                .unwrap(),
+        )
         .pids(LinuxPidsBuilder::default().limit(20).build().unwrap())
         .build()
         .unwrap();
@@ -180,14 +199,20 @@ fn limits_apply_a_process_joins_and_destroy_removes_everything() {
         CgroupVersion::V2 => {
             assert_eq!(file(&ctr_path, "", "cpu.weight").trim(), "20");
             assert_eq!(file(&ctr_path, "", "cpu.max").trim(), "20000 100000");
-            assert_eq!(file(&ctr_path, "", "memory.max").trim(), (64u64 << 20).to_string());
+            assert_eq!(
+                file(&ctr_path, "", "memory.max").trim(),
+                (64u64 << 20).to_string()
+            );
             assert_eq!(file(&ctr_path, "", "pids.max").trim(), "20");
             assert_eq!(file(&ctr_path, "", "cpuset.cpus").trim(), "0");
         }
         CgroupVersion::V1 => {
             assert_eq!(file(&ctr_path, "cpu", "cpu.shares").trim(), "512");
             assert_eq!(file(&ctr_path, "cpu", "cpu.cfs_quota_us").trim(), "20000");
-            assert_eq!(file(&ctr_path, "memory", "memory.limit_in_bytes").trim(), (64u64 << 20).to_string());
+            assert_eq!(
+                file(&ctr_path, "memory", "memory.limit_in_bytes").trim(),
+                (64u64 << 20).to_string()
+            );
             assert_eq!(file(&ctr_path, "pids", "pids.max").trim(), "20");
             assert_eq!(file(&ctr_path, "cpuset", "cpuset.cpus").trim(), "0");
             // The pod level got the parent's cpus and mems copied in.
@@ -228,14 +253,21 @@ fn destroy_kills_forked_processes_and_nested_cgroups() {
     release(stdin);
     let deadline = Instant::now() + Duration::from_secs(20);
     while ctr.procs().unwrap().len() < 3 {
-        assert!(Instant::now() < deadline, "children did not start: {:?}", ctr.procs());
+        assert!(
+            Instant::now() < deadline,
+            "children did not start: {:?}",
+            ctr.procs()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Destroying the pod removes the container cgroup below it and its processes.
     let pod = cgroups::manager(&pod_path).unwrap();
     pod.destroy().unwrap();
     assert_gone(&pod_path);
-    assert_eq!(tree.wait_exit(pid, Duration::from_secs(10)).signal(), Some(libc::SIGKILL));
+    assert_eq!(
+        tree.wait_exit(pid, Duration::from_secs(10)).signal(),
+        Some(libc::SIGKILL)
+    );
 }
 
 #[test]
@@ -249,7 +281,13 @@ fn an_oom_kill_is_counted() {
     ctr.create().unwrap();
     let limit = 32i64 << 20;
     let resources = LinuxResourcesBuilder::default()
-        .memory(LinuxMemoryBuilder::default().limit(limit).swap(limit).build().unwrap())
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(limit)
+                .swap(limit)
+                .build()
+                .unwrap(),
+        )
         .build()
         .unwrap();
     ctr.apply(&resources).unwrap();
@@ -265,7 +303,9 @@ fn an_oom_kill_is_counted() {
 }
 
 fn device_rule(allow: bool, major: Option<i64>, minor: Option<i64>) -> LinuxDeviceCgroup {
-    let mut b = LinuxDeviceCgroupBuilder::default().allow(allow).access("rwm");
+    let mut b = LinuxDeviceCgroupBuilder::default()
+        .allow(allow)
+        .access("rwm");
     if let Some(m) = major {
         b = b.typ(LinuxDeviceType::C).major(m);
     }
@@ -276,7 +316,10 @@ fn device_rule(allow: bool, major: Option<i64>, minor: Option<i64>) -> LinuxDevi
 }
 
 fn devices(rules: Vec<LinuxDeviceCgroup>) -> LinuxResources {
-    LinuxResourcesBuilder::default().devices(rules).build().unwrap()
+    LinuxResourcesBuilder::default()
+        .devices(rules)
+        .build()
+        .unwrap()
 }
 
 /// Opens `node` for writing from a fresh process inside the cgroup: Ok, or the shell's error.
@@ -300,9 +343,14 @@ fn open_in(tree: &mut TestTree, manager: &dyn CgroupManager, node: &Path) -> Res
 /// (the guest's /tmp is).
 fn device_node_dir() -> tempfile::TempDir {
     for candidate in ["/tmp", "/var/tmp", "/run"] {
-        let Ok(st) = nix::sys::statvfs::statvfs(candidate) else { continue };
+        let Ok(st) = nix::sys::statvfs::statvfs(candidate) else {
+            continue;
+        };
         if !st.flags().contains(nix::sys::statvfs::FsFlags::ST_NODEV) {
-            return tempfile::Builder::new().prefix("berth-devtest").tempdir_in(candidate).unwrap();
+            return tempfile::Builder::new()
+                .prefix("berth-devtest")
+                .tempdir_in(candidate)
+                .unwrap();
         }
     }
     panic!("no filesystem without nodev for the test device node");
@@ -336,25 +384,42 @@ fn device_rules_are_enforced_and_replaced() {
     let denied = cgroups::manager(&tree.path("denied")).unwrap();
     denied.create().unwrap();
     denied
-        .apply(&devices(vec![device_rule(false, None, None), device_rule(true, Some(1), Some(5))]))
+        .apply(&devices(vec![
+            device_rule(false, None, None),
+            device_rule(true, Some(1), Some(5)),
+        ]))
         .unwrap();
-    assert_denied(open_in(&mut tree, denied.as_ref(), &node), "char 1:3 must be denied");
+    assert_denied(
+        open_in(&mut tree, denied.as_ref(), &node),
+        "char 1:3 must be denied",
+    );
 
     let allowed = cgroups::manager(&tree.path("allowed")).unwrap();
     allowed.create().unwrap();
     allowed
-        .apply(&devices(vec![device_rule(false, None, None), device_rule(true, Some(1), Some(3))]))
+        .apply(&devices(vec![
+            device_rule(false, None, None),
+            device_rule(true, Some(1), Some(3)),
+        ]))
         .unwrap();
     open_in(&mut tree, allowed.as_ref(), &node).expect("char 1:3 must be allowed");
 
     // Applying again replaces the rules (on v2: the old program is detached, else both would
     // have to allow).
     denied
-        .apply(&devices(vec![device_rule(false, None, None), device_rule(true, Some(1), Some(3))]))
+        .apply(&devices(vec![
+            device_rule(false, None, None),
+            device_rule(true, Some(1), Some(3)),
+        ]))
         .unwrap();
     open_in(&mut tree, denied.as_ref(), &node).expect("the new rules allow 1:3");
-    allowed.apply(&devices(vec![device_rule(false, None, None)])).unwrap();
-    assert_denied(open_in(&mut tree, allowed.as_ref(), &node), "the new rules deny everything");
+    allowed
+        .apply(&devices(vec![device_rule(false, None, None)]))
+        .unwrap();
+    assert_denied(
+        open_in(&mut tree, allowed.as_ref(), &node),
+        "the new rules deny everything",
+    );
 
     denied.destroy().unwrap();
     allowed.destroy().unwrap();
@@ -366,4 +431,83 @@ fn device_rules_are_enforced_and_replaced() {
 fn paths_outside_the_hierarchy_are_refused() {
     assert!(cgroups::manager("/").is_err());
     assert!(cgroups::manager("/berth/../..").is_err());
+}
+
+#[test]
+fn memory_limits_can_be_raised_and_lowered() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tree = TestTree::new();
+    let path = tree.path("ctr");
+    let ctr = cgroups::manager(&path).unwrap();
+    ctr.create().unwrap();
+    // v1 keeps memsw >= limit at every step, so raising and lowering need opposite orders.
+    for mib in [64i64, 256, 32, -1, 48] {
+        let bytes = if mib < 0 { -1 } else { mib << 20 };
+        let resources = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(bytes)
+                    .swap(bytes)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        ctr.apply(&resources)
+            .unwrap_or_else(|e| panic!("limit {mib} MiB: {e}"));
+        let (got, unlimited) = match cgroups::detect().unwrap() {
+            CgroupVersion::V2 => (file(&path, "", "memory.max"), "max"),
+            CgroupVersion::V1 => (
+                file(&path, "memory", "memory.limit_in_bytes"),
+                // v1 shows "unlimited" as the largest page-aligned value.
+                "9223372036854771712",
+            ),
+        };
+        if mib < 0 {
+            assert_eq!(got.trim(), unlimited);
+        } else {
+            assert_eq!(got.trim(), bytes.to_string());
+        }
+    }
+    ctr.destroy().unwrap();
+    assert_gone(&path);
+}
+
+/// On a hybrid v1 host runc also creates the path in the `systemd` and `unified` trees; berth
+/// never creates there but removes what it finds, so `--runtime runc` containers leave nothing.
+#[test]
+fn v1_destroy_also_removes_runc_style_named_and_unified_dirs() {
+    if !is_root() || cgroups::detect().unwrap() != CgroupVersion::V1 {
+        eprintln!("skipped: needs root on a cgroup v1 host");
+        return;
+    }
+    let tree = TestTree::new();
+    let path = tree.path("ctr");
+    let ctr = cgroups::manager(&path).unwrap();
+    ctr.create().unwrap();
+    let base = Path::new(cgroups::SYSTEM_CGROUP_ROOT);
+    let extra: Vec<PathBuf> = ["systemd", "unified"]
+        .iter()
+        .map(|h| base.join(h))
+        .filter(|d| d.is_dir())
+        .map(|d| d.join(path.trim_start_matches('/')))
+        .collect();
+    for dir in &extra {
+        assert!(!dir.exists(), "berth created {}", dir.display());
+        fs::create_dir_all(dir).unwrap();
+    }
+    ctr.destroy().unwrap();
+    assert_gone(&path);
+    for dir in &extra {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    // The test's top level there too (TestTree's cleanup only knows its own manager's paths,
+    // which now include these).
+    cgroups::manager(&tree.top).unwrap().destroy().unwrap();
+    for dir in &extra {
+        assert!(!dir.parent().unwrap().exists());
+    }
 }

@@ -248,12 +248,22 @@ fn load(prog: &[Insn]) -> Result<OwnedFd, CgroupError> {
         license: license.as_ptr() as u64,
         log_level: level,
         log_size: log.len() as u32,
-        log_buf: if log.is_empty() { 0 } else { log.as_mut_ptr() as u64 },
+        log_buf: if log.is_empty() {
+            0
+        } else {
+            log.as_mut_ptr() as u64
+        },
         prog_name: name,
         ..Default::default()
     };
     let mut no_log = Vec::new();
-    match bpf(BPF_PROG_LOAD, &mut attr(&mut no_log, 0)) {
+    let mut loaded = bpf(BPF_PROG_LOAD, &mut attr(&mut no_log, 0));
+    if matches!(&loaded, Err(e) if e.raw_os_error() == Some(libc::EPERM)) && raise_memlock() {
+        // Kernels before 5.11 charge programs to RLIMIT_MEMLOCK (often 64 KiB) and answer
+        // EPERM when it is used up; newer ones charge the memory cgroup instead.
+        loaded = bpf(BPF_PROG_LOAD, &mut attr(&mut no_log, 0));
+    }
+    match loaded {
         // SAFETY: a successful BPF_PROG_LOAD returns a new file descriptor we now own.
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
         Err(first) => {
@@ -277,6 +287,16 @@ fn load(prog: &[Insn]) -> Result<OwnedFd, CgroupError> {
             })
         }
     }
+}
+
+/// Lifts RLIMIT_MEMLOCK for this process; true when it changed.
+fn raise_memlock() -> bool {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we pass and nothing else.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 }
 }
 
 /// The ids of the device programs attached directly to the cgroup (not inherited ones).
@@ -389,7 +409,13 @@ mod tests {
         }
     }
 
-    fn rule(allow: bool, kind: DeviceKind, major: Option<u32>, minor: Option<u32>, access: u32) -> DeviceRule {
+    fn rule(
+        allow: bool,
+        kind: DeviceKind,
+        major: Option<u32>,
+        minor: Option<u32>,
+        access: u32,
+    ) -> DeviceRule {
         DeviceRule {
             allow,
             kind,
@@ -407,7 +433,13 @@ mod tests {
             vec![
                 rule(false, DeviceKind::All, None, None, ACC_ALL),
                 rule(true, DeviceKind::Char, Some(1), Some(3), ACC_ALL),
-                rule(true, DeviceKind::Char, Some(136), None, ACC_READ | ACC_WRITE),
+                rule(
+                    true,
+                    DeviceKind::Char,
+                    Some(136),
+                    None,
+                    ACC_READ | ACC_WRITE,
+                ),
                 rule(true, DeviceKind::All, None, None, ACC_MKNOD),
                 rule(false, DeviceKind::Char, Some(136), Some(2), ACC_WRITE),
                 rule(true, DeviceKind::Block, Some(8), Some(0), ACC_READ),

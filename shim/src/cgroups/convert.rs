@@ -41,7 +41,10 @@ pub fn memory_max(limit: i64) -> String {
 
 /// OCI `memory.swap` is memory+swap (the v1 memsw value); v2's memory.swap.max is swap alone.
 /// None: leave memory.swap.max alone.
-pub fn memory_swap_max(limit: Option<i64>, swap: Option<i64>) -> Result<Option<String>, CgroupError> {
+pub fn memory_swap_max(
+    limit: Option<i64>,
+    swap: Option<i64>,
+) -> Result<Option<String>, CgroupError> {
     let Some(swap) = swap else {
         return Ok(None);
     };
@@ -87,16 +90,31 @@ mod tests {
     fn cpu_max_lines() {
         assert_eq!(cpu_max(None, None), None);
         assert_eq!(cpu_max(Some(50_000), None).as_deref(), Some("50000 100000"));
-        assert_eq!(cpu_max(Some(20_000), Some(50_000)).as_deref(), Some("20000 50000"));
-        assert_eq!(cpu_max(Some(-1), Some(50_000)).as_deref(), Some("max 50000"));
+        assert_eq!(
+            cpu_max(Some(20_000), Some(50_000)).as_deref(),
+            Some("20000 50000")
+        );
+        assert_eq!(
+            cpu_max(Some(-1), Some(50_000)).as_deref(),
+            Some("max 50000")
+        );
         assert_eq!(cpu_max(None, Some(10_000)).as_deref(), Some("max 10000"));
     }
 
     #[test]
     fn swap_is_memsw_minus_limit() {
-        assert_eq!(memory_swap_max(Some(100), Some(300)).unwrap().as_deref(), Some("200"));
-        assert_eq!(memory_swap_max(Some(100), Some(100)).unwrap().as_deref(), Some("0"));
-        assert_eq!(memory_swap_max(Some(100), Some(-1)).unwrap().as_deref(), Some("max"));
+        assert_eq!(
+            memory_swap_max(Some(100), Some(300)).unwrap().as_deref(),
+            Some("200")
+        );
+        assert_eq!(
+            memory_swap_max(Some(100), Some(100)).unwrap().as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            memory_swap_max(Some(100), Some(-1)).unwrap().as_deref(),
+            Some("max")
+        );
         assert_eq!(memory_swap_max(Some(100), None).unwrap(), None);
         assert!(memory_swap_max(Some(100), Some(50)).is_err());
         assert!(memory_swap_max(None, Some(50)).is_err());

@@ -122,7 +122,13 @@ pub fn normalize(rules: &[LinuxDeviceCgroup]) -> Result<Vec<DeviceRule>, CgroupE
 /// What the rules decide for one access, evaluated the way the eBPF program does (for tests
 /// and for documenting the semantics in code): last match wins; an allow rule matches when it
 /// covers every requested access bit, a deny rule when it covers any of them.
-pub fn evaluate(rules: &[DeviceRule], kind: DeviceKind, major: u32, minor: u32, access: u32) -> bool {
+pub fn evaluate(
+    rules: &[DeviceRule],
+    kind: DeviceKind,
+    major: u32,
+    minor: u32,
+    access: u32,
+) -> bool {
     for rule in rules.iter().rev() {
         if rule.kind != DeviceKind::All && rule.kind != kind {
             continue;
@@ -147,8 +153,17 @@ mod tests {
     use super::*;
     use oci_spec::runtime::LinuxDeviceCgroupBuilder;
 
-    fn rule(allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str) -> LinuxDeviceCgroup {
-        let mut b = LinuxDeviceCgroupBuilder::default().allow(allow).typ(typ).access(access);
+    fn rule(
+        allow: bool,
+        typ: LinuxDeviceType,
+        major: Option<i64>,
+        minor: Option<i64>,
+        access: &str,
+    ) -> LinuxDeviceCgroup {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(allow)
+            .typ(typ)
+            .access(access);
         if let Some(m) = major {
             b = b.major(m);
         }
@@ -184,13 +199,25 @@ mod tests {
         .unwrap();
         let rw = ACC_READ | ACC_WRITE;
         assert!(evaluate(&rules, DeviceKind::Char, 1, 3, rw));
-        assert!(!evaluate(&rules, DeviceKind::Block, 1, 3, ACC_READ), "block 1:3 is not char 1:3");
+        assert!(
+            !evaluate(&rules, DeviceKind::Block, 1, 3, ACC_READ),
+            "block 1:3 is not char 1:3"
+        );
         assert!(!evaluate(&rules, DeviceKind::Char, 1, 5, ACC_READ));
         assert!(evaluate(&rules, DeviceKind::Char, 5, 2, ACC_READ));
-        assert!(!evaluate(&rules, DeviceKind::Char, 5, 2, rw), "allow r does not cover rw");
-        assert!(!evaluate(&rules, DeviceKind::Char, 5, 1, rw), "deny w catches rw");
+        assert!(
+            !evaluate(&rules, DeviceKind::Char, 5, 2, rw),
+            "allow r does not cover rw"
+        );
+        assert!(
+            !evaluate(&rules, DeviceKind::Char, 5, 1, rw),
+            "deny w catches rw"
+        );
         assert!(evaluate(&rules, DeviceKind::Char, 5, 1, ACC_READ));
-        assert!(evaluate(&[], DeviceKind::Char, 1, 1, rw), "no rules: allowed");
+        assert!(
+            evaluate(&[], DeviceKind::Char, 1, 1, rw),
+            "no rules: allowed"
+        );
     }
 
     #[test]

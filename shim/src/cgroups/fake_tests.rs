@@ -8,8 +8,9 @@ use std::process::{Command, Stdio};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::{
-    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxHugepageLimitBuilder,
-    LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
+    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
 };
 
 use super::{CgroupRoot, CgroupVersion};
@@ -57,7 +58,11 @@ fn full_resources() -> LinuxResources {
                 .unwrap(),
         )
         .devices(vec![
-            LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().unwrap(),
+            LinuxDeviceCgroupBuilder::default()
+                .allow(false)
+                .access("rwm")
+                .build()
+                .unwrap(),
             LinuxDeviceCgroupBuilder::default()
                 .allow(true)
                 .typ(LinuxDeviceType::C)
@@ -75,8 +80,16 @@ fn full_resources() -> LinuxResources {
 fn v2_create_enables_controllers_and_apply_writes_v2_values() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
-    fs::write(base.join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids rdma\n").unwrap();
-    fs::write(base.join("cgroup.subtree_control"), "cpu memory io hugetlb pids\n").unwrap();
+    fs::write(
+        base.join("cgroup.controllers"),
+        "cpuset cpu io memory hugetlb pids rdma\n",
+    )
+    .unwrap();
+    fs::write(
+        base.join("cgroup.subtree_control"),
+        "cpu memory io hugetlb pids\n",
+    )
+    .unwrap();
     let root = CgroupRoot::fake(base, CgroupVersion::V2);
     let m = root.manager("/berth/pod-1/c1").unwrap();
     assert!(!m.exists());
@@ -84,19 +97,31 @@ fn v2_create_enables_controllers_and_apply_writes_v2_values() {
     assert!(m.exists());
     // Only the one that was offered and missing got enabled.
     assert_eq!(read(&base.join("cgroup.subtree_control")), "+cpuset");
-    fs::write(base.join("cgroup.subtree_control"), "cpuset cpu memory io hugetlb pids\n").unwrap();
+    fs::write(
+        base.join("cgroup.subtree_control"),
+        "cpuset cpu memory io hugetlb pids\n",
+    )
+    .unwrap();
     m.create().unwrap();
-    assert_eq!(read(&base.join("cgroup.subtree_control")), "cpuset cpu memory io hugetlb pids\n");
+    assert_eq!(
+        read(&base.join("cgroup.subtree_control")),
+        "cpuset cpu memory io hugetlb pids\n"
+    );
 
     let mut r = full_resources();
-    r.set_unified(Some([("memory.high".to_string(), "50000000".to_string())].into()));
+    r.set_unified(Some(
+        [("memory.high".to_string(), "50000000".to_string())].into(),
+    ));
     m.apply(&r).unwrap();
     let dir = base.join("berth/pod-1/c1");
     assert_eq!(read(&dir.join("cpu.weight")), "39");
     assert_eq!(read(&dir.join("cpu.max")), "50000 100000");
     assert_eq!(read(&dir.join("cpuset.cpus")), "0");
     assert_eq!(read(&dir.join("memory.max")), (64u64 << 20).to_string());
-    assert_eq!(read(&dir.join("memory.swap.max")), (32u64 << 20).to_string());
+    assert_eq!(
+        read(&dir.join("memory.swap.max")),
+        (32u64 << 20).to_string()
+    );
     assert_eq!(read(&dir.join("memory.low")), (32u64 << 20).to_string());
     assert_eq!(read(&dir.join("memory.high")), "50000000");
     assert_eq!(read(&dir.join("pids.max")), "42");
@@ -117,7 +142,11 @@ fn v2_counters_and_procs_come_from_the_files() {
     let m = root.manager("pod/c").unwrap();
     m.create().unwrap();
     let dir = tmp.path().join("pod/c");
-    fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\n").unwrap();
+    fs::write(
+        dir.join("memory.events"),
+        "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\n",
+    )
+    .unwrap();
     fs::write(dir.join("memory.current"), "4096\n").unwrap();
     fs::write(dir.join("memory.stat"), "anon 3000\ninactive_file 1000\n").unwrap();
     fs::write(dir.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").unwrap();
@@ -161,7 +190,9 @@ fn kill_all_signals_the_listed_processes_and_destroy_is_idempotent() {
 /// the cpuset root with cpus and mems.
 fn fake_v1() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    for c in ["cpu", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "unified", "systemd"] {
+    for c in [
+        "cpu", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "unified", "systemd",
+    ] {
         fs::create_dir(tmp.path().join(c)).unwrap();
     }
     symlink(tmp.path().join("cpu"), tmp.path().join("cpuacct")).unwrap();
@@ -181,7 +212,9 @@ fn v1_create_copies_cpusets_into_new_levels_only() {
     let root = CgroupRoot::fake(base, CgroupVersion::V1);
     let m = root.manager("/kube/pod/c").unwrap();
     m.create().unwrap();
-    for c in ["cpu", "cpuset", "memory", "devices", "freezer", "blkio", "pids"] {
+    for c in [
+        "cpu", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
+    ] {
         assert!(base.join(c).join("kube/pod/c").is_dir(), "{c}");
     }
     assert!(!base.join("unified/kube").exists());
@@ -207,9 +240,18 @@ fn v1_apply_writes_v1_values() {
     assert_eq!(d("cpu", "cpu.cfs_period_us"), "100000");
     assert_eq!(d("cpu", "cpu.cfs_quota_us"), "50000");
     assert_eq!(d("cpuset", "cpuset.cpus"), "0");
-    assert_eq!(d("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
-    assert_eq!(d("memory", "memory.memsw.limit_in_bytes"), (96u64 << 20).to_string());
-    assert_eq!(d("memory", "memory.soft_limit_in_bytes"), (32u64 << 20).to_string());
+    assert_eq!(
+        d("memory", "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        d("memory", "memory.memsw.limit_in_bytes"),
+        (96u64 << 20).to_string()
+    );
+    assert_eq!(
+        d("memory", "memory.soft_limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
     assert_eq!(d("pids", "pids.max"), "42");
     assert_eq!(d("blkio", "blkio.weight"), "500");
     assert_eq!(d("blkio", "blkio.throttle.read_bps_device"), "8:0 1000000");
@@ -234,19 +276,32 @@ fn v1_procs_are_the_union_and_oom_comes_from_oom_control() {
     m.add_task(Pid::from_raw(10)).unwrap();
     assert_eq!(read(&base.join("pids/berth/c/cgroup.procs")), "10");
     fs::write(base.join("freezer/berth/c/cgroup.procs"), "10\n11\n").unwrap();
-    assert_eq!(m.procs().unwrap(), vec![Pid::from_raw(10), Pid::from_raw(11)]);
+    assert_eq!(
+        m.procs().unwrap(),
+        vec![Pid::from_raw(10), Pid::from_raw(11)]
+    );
     fs::write(
         base.join("memory/berth/c/memory.oom_control"),
         "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
     )
     .unwrap();
     assert_eq!(m.oom_kill_count().unwrap(), 3);
-    for c in ["cpu", "cpuset", "memory", "devices", "freezer", "blkio", "pids"] {
+    for c in [
+        "cpu", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
+    ] {
         fs::write(base.join(c).join("berth/c/cgroup.procs"), "").unwrap();
     }
+    // An external runtime made the path in the named and unified trees too.
+    fs::create_dir_all(base.join("systemd/berth/c")).unwrap();
+    fs::create_dir_all(base.join("unified/berth/c")).unwrap();
     m.destroy().unwrap();
     assert!(!m.exists());
-    assert!(base.join("pids/berth").is_dir(), "only the managed cgroup is removed");
+    assert!(!base.join("systemd/berth/c").exists());
+    assert!(!base.join("unified/berth/c").exists());
+    assert!(
+        base.join("pids/berth").is_dir(),
+        "only the managed cgroup is removed"
+    );
 }
 
 #[test]

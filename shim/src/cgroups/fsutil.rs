@@ -148,7 +148,10 @@ pub(crate) fn remove_tree(mode: FsMode, dir: &Path) -> Result<bool, CgroupError>
         };
     }
     let mut all_gone = true;
-    for cgroup in descendants(dir).into_iter().chain(std::iter::once(dir.to_path_buf())) {
+    for cgroup in descendants(dir)
+        .into_iter()
+        .chain(std::iter::once(dir.to_path_buf()))
+    {
         match fs::remove_dir(&cgroup) {
             Ok(()) => tracing::debug!(dir = %cgroup.display(), "cgroup removed"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -252,6 +255,9 @@ mod tests {
         fs::write(dir.join("b/cgroup.procs"), "").unwrap();
         assert!(remove_tree(FsMode::Fake, &dir).unwrap());
         assert!(!dir.exists());
-        assert!(remove_tree(FsMode::Fake, &dir).unwrap(), "missing is removed");
+        assert!(
+            remove_tree(FsMode::Fake, &dir).unwrap(),
+            "missing is removed"
+        );
     }
 }

@@ -187,7 +187,9 @@ fn detect_at(base: &Path) -> Result<CgroupVersion, CgroupError> {
                 }
             }
         }
-        return Err(no_fs("a tmpfs without cgroup v1 controller hierarchies".into()));
+        return Err(no_fs(
+            "a tmpfs without cgroup v1 controller hierarchies".into(),
+        ));
     }
     Err(no_fs(format!("unknown filesystem type {fs_type:?}")))
 }
@@ -215,7 +217,9 @@ fn relative_path(cgroups_path: &str) -> Result<PathBuf, CgroupError> {
         reason: reason.to_string(),
     };
     if !cgroups_path.contains('/') && cgroups_path.matches(':').count() == 2 {
-        return Err(invalid("systemd driver paths (slice:prefix:name) are not supported"));
+        return Err(invalid(
+            "systemd driver paths (slice:prefix:name) are not supported",
+        ));
     }
     let mut rel = PathBuf::new();
     for component in Path::new(cgroups_path).components() {
@@ -239,8 +243,14 @@ mod tests {
 
     #[test]
     fn paths_stay_below_the_root() {
-        assert_eq!(relative_path("/berth/pod-1/c1").unwrap(), PathBuf::from("berth/pod-1/c1"));
-        assert_eq!(relative_path("kubepods//x/").unwrap(), PathBuf::from("kubepods/x"));
+        assert_eq!(
+            relative_path("/berth/pod-1/c1").unwrap(),
+            PathBuf::from("berth/pod-1/c1")
+        );
+        assert_eq!(
+            relative_path("kubepods//x/").unwrap(),
+            PathBuf::from("kubepods/x")
+        );
         assert!(relative_path("/").is_err());
         assert!(relative_path("").is_err());
         assert!(relative_path("/berth/../etc").is_err());
@@ -251,7 +261,9 @@ mod tests {
     fn detect_finds_this_host() {
         // Whatever the host is, detection must answer (tests run on v1 here, v2 in the guest).
         let version = detect().unwrap();
-        let fs_type = nix::sys::statfs::statfs(SYSTEM_CGROUP_ROOT).unwrap().filesystem_type();
+        let fs_type = nix::sys::statfs::statfs(SYSTEM_CGROUP_ROOT)
+            .unwrap()
+            .filesystem_type();
         assert_eq!(
             version == CgroupVersion::V2,
             fs_type == nix::sys::statfs::CGROUP2_SUPER_MAGIC

@@ -28,16 +28,27 @@ struct Hierarchy {
     dir: PathBuf,
 }
 
+/// Hierarchies without controllers that berth never creates in, but that an external OCI
+/// runtime (runc, `--runtime`) does create the same path in on a hybrid host; `destroy`
+/// removes the path there too so nothing is left.
+const CLEANUP_ONLY: &[&str] = &["systemd", "unified"];
+
 #[derive(Debug)]
 pub(crate) struct V1Manager {
     cgroups_path: String,
     rel: PathBuf,
     hierarchies: Vec<Hierarchy>,
+    /// This cgroup's path in the CLEANUP_ONLY hierarchies that are mounted.
+    cleanup_only: Vec<PathBuf>,
     mode: FsMode,
 }
 
 impl V1Manager {
-    pub(crate) fn new(root: &CgroupRoot, cgroups_path: &str, rel: PathBuf) -> Result<V1Manager, CgroupError> {
+    pub(crate) fn new(
+        root: &CgroupRoot,
+        cgroups_path: &str,
+        rel: PathBuf,
+    ) -> Result<V1Manager, CgroupError> {
         let mut hierarchies: Vec<Hierarchy> = Vec::new();
         for &controller in CONTROLLERS {
             let mount = root.base.join(controller);
@@ -45,7 +56,8 @@ impl V1Manager {
                 continue;
             }
             // `cpu` and `cpuacct` are often symlinks to one `cpu,cpuacct` mount.
-            let resolved = fs::canonicalize(&mount).map_err(|e| CgroupError::io("resolve", &mount, e))?;
+            let resolved =
+                fs::canonicalize(&mount).map_err(|e| CgroupError::io("resolve", &mount, e))?;
             match hierarchies.iter_mut().find(|h| h.root == resolved) {
                 Some(h) => h.controllers.push(controller),
                 None => hierarchies.push(Hierarchy {
@@ -61,10 +73,17 @@ impl V1Manager {
                 reason: "no cgroup v1 controller hierarchy found".into(),
             });
         }
+        let cleanup_only = CLEANUP_ONLY
+            .iter()
+            .map(|name| root.base.join(name))
+            .filter(|mount| mount.is_dir() && (root.mode == FsMode::Fake || is_cgroup_fs(mount)))
+            .map(|mount| mount.join(&rel))
+            .collect();
         Ok(V1Manager {
             cgroups_path: cgroups_path.to_string(),
             rel,
             hierarchies,
+            cleanup_only,
             mode: root.mode,
         })
     }
@@ -87,15 +106,26 @@ impl V1Manager {
         match self.dir_of(controller) {
             Some(dir) => fsutil::write_file(self.mode, &dir.join(file), value),
             None => {
-                tracing::warn!(controller, file, "cgroup v1 controller not mounted; limit skipped");
+                tracing::warn!(
+                    controller,
+                    file,
+                    "cgroup v1 controller not mounted; limit skipped"
+                );
                 Ok(())
             }
         }
     }
 
     /// Like `write`, but the file itself is optional (kernel config dependent).
-    fn write_if_present(&self, controller: &str, file: &str, value: &str) -> Result<bool, CgroupError> {
-        let Some(dir) = self.dir_of(controller) else { return Ok(false) };
+    fn write_if_present(
+        &self,
+        controller: &str,
+        file: &str,
+        value: &str,
+    ) -> Result<bool, CgroupError> {
+        let Some(dir) = self.dir_of(controller) else {
+            return Ok(false);
+        };
         let path = dir.join(file);
         if self.mode == FsMode::Real && !path.exists() {
             tracing::debug!(file, "cgroup v1 file not present; skipped");
@@ -140,9 +170,17 @@ impl V1Manager {
     }
 
     fn apply_memory(&self, r: &LinuxResources) -> Result<(), CgroupError> {
-        let Some(memory) = r.memory() else { return Ok(()) };
-        let limit = memory.limit().filter(|l| *l != 0).map(|l| if l < 0 { -1 } else { l });
-        let swap = memory.swap().filter(|s| *s != 0).map(|s| if s < 0 { -1 } else { s });
+        let Some(memory) = r.memory() else {
+            return Ok(());
+        };
+        let limit = memory
+            .limit()
+            .filter(|l| *l != 0)
+            .map(|l| if l < 0 { -1 } else { l });
+        let swap = memory
+            .swap()
+            .filter(|s| *s != 0)
+            .map(|s| if s < 0 { -1 } else { s });
         if let (Some(l), Some(s)) = (limit, swap) {
             if l > 0 && s > 0 && s < l {
                 return Err(CgroupError::InvalidResource(format!(
@@ -158,7 +196,8 @@ impl V1Manager {
                 .dir_of("memory")
                 .is_some_and(|d| d.join("memory.memsw.limit_in_bytes").exists());
         let write_limit = |l: i64| self.write("memory", "memory.limit_in_bytes", &l.to_string());
-        let write_memsw = |s: i64| self.write("memory", "memory.memsw.limit_in_bytes", &s.to_string());
+        let write_memsw =
+            |s: i64| self.write("memory", "memory.memsw.limit_in_bytes", &s.to_string());
         match (limit, swap.filter(|_| memsw_present)) {
             (Some(l), Some(s)) => {
                 if write_limit(l).is_err() {
@@ -173,14 +212,22 @@ impl V1Manager {
             (None, None) => {}
         }
         if swap.is_some() && !memsw_present {
-            tracing::debug!("no memory.memsw.limit_in_bytes (swap accounting off); swap limit skipped");
+            tracing::debug!(
+                "no memory.memsw.limit_in_bytes (swap accounting off); swap limit skipped"
+            );
         }
         if let Some(reservation) = memory.reservation().filter(|r| *r != 0) {
-            self.write("memory", "memory.soft_limit_in_bytes", &reservation.to_string())?;
+            self.write(
+                "memory",
+                "memory.soft_limit_in_bytes",
+                &reservation.to_string(),
+            )?;
         }
         if let Some(swappiness) = memory.swappiness() {
             if swappiness > 100 {
-                return Err(CgroupError::InvalidResource(format!("memory swappiness {swappiness} above 100")));
+                return Err(CgroupError::InvalidResource(format!(
+                    "memory swappiness {swappiness} above 100"
+                )));
             }
             self.write("memory", "memory.swappiness", &swappiness.to_string())?;
         }
@@ -191,41 +238,72 @@ impl V1Manager {
     }
 
     fn apply_blkio(&self, r: &LinuxResources) -> Result<(), CgroupError> {
-        let Some(io) = r.block_io() else { return Ok(()) };
+        let Some(io) = r.block_io() else {
+            return Ok(());
+        };
         if let Some(weight) = io.weight().filter(|w| *w != 0) {
             if !self.write_if_present("blkio", "blkio.weight", &weight.to_string())?
                 && !self.write_if_present("blkio", "blkio.bfq.weight", &weight.to_string())?
             {
-                tracing::warn!(weight, "no blkio.weight or blkio.bfq.weight; block io weight skipped");
+                tracing::warn!(
+                    weight,
+                    "no blkio.weight or blkio.bfq.weight; block io weight skipped"
+                );
             }
         }
         for dev in io.weight_device().iter().flatten() {
             if let Some(w) = dev.weight() {
-                self.write("blkio", "blkio.weight_device", &format!("{}:{} {w}", dev.major(), dev.minor()))?;
+                self.write(
+                    "blkio",
+                    "blkio.weight_device",
+                    &format!("{}:{} {w}", dev.major(), dev.minor()),
+                )?;
             }
         }
         let throttles = [
-            ("blkio.throttle.read_bps_device", io.throttle_read_bps_device()),
-            ("blkio.throttle.write_bps_device", io.throttle_write_bps_device()),
-            ("blkio.throttle.read_iops_device", io.throttle_read_iops_device()),
-            ("blkio.throttle.write_iops_device", io.throttle_write_iops_device()),
+            (
+                "blkio.throttle.read_bps_device",
+                io.throttle_read_bps_device(),
+            ),
+            (
+                "blkio.throttle.write_bps_device",
+                io.throttle_write_bps_device(),
+            ),
+            (
+                "blkio.throttle.read_iops_device",
+                io.throttle_read_iops_device(),
+            ),
+            (
+                "blkio.throttle.write_iops_device",
+                io.throttle_write_iops_device(),
+            ),
         ];
         for (file, devices) in throttles {
             for dev in devices.iter().flatten() {
-                self.write("blkio", file, &format!("{}:{} {}", dev.major(), dev.minor(), dev.rate()))?;
+                self.write(
+                    "blkio",
+                    file,
+                    &format!("{}:{} {}", dev.major(), dev.minor(), dev.rate()),
+                )?;
             }
         }
         Ok(())
     }
 
     fn apply_devices(&self, r: &LinuxResources) -> Result<(), CgroupError> {
-        let Some(rules) = r.devices() else { return Ok(()) };
+        let Some(rules) = r.devices() else {
+            return Ok(());
+        };
         let rules = devices::normalize(rules)?;
         // The kernel applies these in order: "a" resets the default and the exceptions, and
         // each later line adds or removes one exception, which is last-match-wins for the
         // rule lists runtimes produce (a catch-all first, then specific rules).
         for rule in &rules {
-            let file = if rule.allow { "devices.allow" } else { "devices.deny" };
+            let file = if rule.allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
             self.write("devices", file, &rule.v1_line())?;
         }
         Ok(())
@@ -235,6 +313,14 @@ impl V1Manager {
 fn is_cgroup_v1(dir: &Path) -> bool {
     use nix::sys::statfs::{statfs, CGROUP_SUPER_MAGIC};
     statfs(dir).is_ok_and(|st| st.filesystem_type() == CGROUP_SUPER_MAGIC)
+}
+
+/// A v1 named hierarchy or the hybrid host's cgroup2 tree.
+fn is_cgroup_fs(dir: &Path) -> bool {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+    statfs(dir).is_ok_and(|st| {
+        st.filesystem_type() == CGROUP_SUPER_MAGIC || st.filesystem_type() == CGROUP2_SUPER_MAGIC
+    })
 }
 
 impl CgroupManager for V1Manager {
@@ -279,7 +365,15 @@ impl CgroupManager for V1Manager {
         self.apply_memory(r)?;
         if let Some(pids) = r.pids() {
             let limit = pids.limit();
-            self.write("pids", "pids.max", &if limit > 0 { limit.to_string() } else { "max".to_string() })?;
+            self.write(
+                "pids",
+                "pids.max",
+                &if limit > 0 {
+                    limit.to_string()
+                } else {
+                    "max".to_string()
+                },
+            )?;
         }
         for hp in r.hugepage_limits().iter().flatten() {
             self.write(
@@ -325,11 +419,21 @@ impl CgroupManager for V1Manager {
     }
 
     fn destroy(&self) -> Result<(), CgroupError> {
-        let dirs: Vec<PathBuf> = self.dirs().into_iter().filter(|d| d.exists()).collect();
+        let dirs: Vec<PathBuf> = self
+            .dirs()
+            .into_iter()
+            .chain(self.cleanup_only.iter().cloned())
+            .filter(|d| d.exists())
+            .collect();
         if dirs.is_empty() {
             return Ok(());
         }
-        fsutil::kill_and_remove(self.mode, &dirs, &|| self.kill_all(Signal::SIGKILL), DESTROY_TIMEOUT)?;
+        fsutil::kill_and_remove(
+            self.mode,
+            &dirs,
+            &|| self.kill_all(Signal::SIGKILL),
+            DESTROY_TIMEOUT,
+        )?;
         tracing::debug!(cgroup = %self.cgroups_path, "cgroup v1 destroyed");
         Ok(())
     }
@@ -351,7 +455,8 @@ impl CgroupManager for V1Manager {
             .and_then(|s| fsutil::keyed_value(&s, "total_inactive_file"));
         Ok(CgroupStats {
             memory_usage_bytes,
-            memory_working_set_bytes: memory_usage_bytes.map(|u| u.saturating_sub(inactive_file.unwrap_or(0))),
+            memory_working_set_bytes: memory_usage_bytes
+                .map(|u| u.saturating_sub(inactive_file.unwrap_or(0))),
             cpu_usage_ns: read_u64("cpuacct", "cpuacct.usage"),
             pids_current: read_u64("pids", "pids.current"),
         })

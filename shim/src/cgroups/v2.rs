@@ -9,7 +9,9 @@ use oci_spec::runtime::LinuxResources;
 
 use super::error::CgroupError;
 use super::fsutil::{self, FsMode};
-use super::{bpf, convert, devices, CgroupManager, CgroupRoot, CgroupStats, CgroupVersion, DESTROY_TIMEOUT};
+use super::{
+    bpf, convert, devices, CgroupManager, CgroupRoot, CgroupStats, CgroupVersion, DESTROY_TIMEOUT,
+};
 
 /// The controllers berth writes to; each is enabled in the ancestors' subtree_control when
 /// the parent offers it.
@@ -73,7 +75,10 @@ impl V2Manager {
     fn apply_cpu(&self, r: &LinuxResources) -> Result<(), CgroupError> {
         let Some(cpu) = r.cpu() else { return Ok(()) };
         if let Some(shares) = cpu.shares().filter(|s| *s != 0) {
-            self.write("cpu.weight", &convert::cpu_shares_to_weight(shares).to_string())?;
+            self.write(
+                "cpu.weight",
+                &convert::cpu_shares_to_weight(shares).to_string(),
+            )?;
         }
         if let Some(max) = convert::cpu_max(cpu.quota(), cpu.period()) {
             self.write("cpu.max", &max)?;
@@ -84,7 +89,9 @@ impl V2Manager {
         if let Some(idle) = cpu.idle() {
             self.write("cpu.idle", &idle.to_string())?;
         }
-        if cpu.realtime_runtime().is_some_and(|v| v != 0) || cpu.realtime_period().is_some_and(|v| v != 0) {
+        if cpu.realtime_runtime().is_some_and(|v| v != 0)
+            || cpu.realtime_period().is_some_and(|v| v != 0)
+        {
             return Err(CgroupError::InvalidResource(
                 "realtime cpu runtime/period is not supported on cgroup v2".into(),
             ));
@@ -99,7 +106,9 @@ impl V2Manager {
     }
 
     fn apply_memory(&self, r: &LinuxResources) -> Result<(), CgroupError> {
-        let Some(memory) = r.memory() else { return Ok(()) };
+        let Some(memory) = r.memory() else {
+            return Ok(());
+        };
         // Swap first: memory.swap.max does not depend on memory.max in v2, but validating
         // before any write keeps a bad spec from leaving half of it applied.
         let swap = convert::memory_swap_max(memory.limit(), memory.swap())?;
@@ -122,7 +131,9 @@ impl V2Manager {
     }
 
     fn apply_io(&self, r: &LinuxResources) -> Result<(), CgroupError> {
-        let Some(io) = r.block_io() else { return Ok(()) };
+        let Some(io) = r.block_io() else {
+            return Ok(());
+        };
         if let Some(weight) = io.weight().filter(|w| *w != 0) {
             let io_weight = convert::blkio_weight_to_io_weight(weight);
             // io.weight needs the BFQ or io.cost machinery; io.bfq.weight takes the blkio scale.
@@ -131,13 +142,21 @@ impl V2Manager {
             } else if self.file("io.bfq.weight").exists() {
                 self.write("io.bfq.weight", &weight.to_string())?;
             } else {
-                tracing::warn!(weight, "no io.weight or io.bfq.weight; block io weight skipped");
+                tracing::warn!(
+                    weight,
+                    "no io.weight or io.bfq.weight; block io weight skipped"
+                );
             }
         }
         if let Some(devices) = io.weight_device() {
             for dev in devices {
                 if let Some(w) = dev.weight() {
-                    let line = format!("{}:{} {}", dev.major(), dev.minor(), convert::blkio_weight_to_io_weight(w));
+                    let line = format!(
+                        "{}:{} {}",
+                        dev.major(),
+                        dev.minor(),
+                        convert::blkio_weight_to_io_weight(w)
+                    );
                     self.write("io.weight", &line)?;
                 }
             }
@@ -150,15 +169,24 @@ impl V2Manager {
         ];
         for (key, devices) in throttles {
             for dev in devices.iter().flatten() {
-                let rate = if dev.rate() == 0 { "max".to_string() } else { dev.rate().to_string() };
-                self.write("io.max", &format!("{}:{} {key}={rate}", dev.major(), dev.minor()))?;
+                let rate = if dev.rate() == 0 {
+                    "max".to_string()
+                } else {
+                    dev.rate().to_string()
+                };
+                self.write(
+                    "io.max",
+                    &format!("{}:{} {key}={rate}", dev.major(), dev.minor()),
+                )?;
             }
         }
         Ok(())
     }
 
     fn apply_devices(&self, r: &LinuxResources) -> Result<(), CgroupError> {
-        let Some(rules) = r.devices() else { return Ok(()) };
+        let Some(rules) = r.devices() else {
+            return Ok(());
+        };
         let rules = devices::normalize(rules)?;
         // Assemble even on a fake root, so a bad rule fails the same way in tests.
         bpf::assemble(&rules)?;
@@ -195,16 +223,28 @@ impl CgroupManager for V2Manager {
         self.apply_memory(r)?;
         if let Some(pids) = r.pids() {
             let limit = pids.limit();
-            self.write("pids.max", &if limit > 0 { limit.to_string() } else { "max".to_string() })?;
+            self.write(
+                "pids.max",
+                &if limit > 0 {
+                    limit.to_string()
+                } else {
+                    "max".to_string()
+                },
+            )?;
         }
         for hp in r.hugepage_limits().iter().flatten() {
-            self.write(&format!("hugetlb.{}.max", hp.page_size()), &convert::memory_max(hp.limit()))?;
+            self.write(
+                &format!("hugetlb.{}.max", hp.page_size()),
+                &convert::memory_max(hp.limit()),
+            )?;
         }
         self.apply_io(r)?;
         for (key, value) in r.unified().iter().flatten() {
             // The key names a file in this cgroup; never a path.
             if key.contains('/') || key.starts_with('.') || key.is_empty() {
-                return Err(CgroupError::InvalidResource(format!("unified key {key:?} is not a cgroup file name")));
+                return Err(CgroupError::InvalidResource(format!(
+                    "unified key {key:?} is not a cgroup file name"
+                )));
             }
             self.write(key, value)?;
         }
@@ -243,7 +283,12 @@ impl CgroupManager for V2Manager {
             return Ok(());
         }
         let dirs = [self.dir.clone()];
-        fsutil::kill_and_remove(self.mode, &dirs, &|| self.kill_all(Signal::SIGKILL), DESTROY_TIMEOUT)?;
+        fsutil::kill_and_remove(
+            self.mode,
+            &dirs,
+            &|| self.kill_all(Signal::SIGKILL),
+            DESTROY_TIMEOUT,
+        )?;
         tracing::debug!(cgroup = %self.cgroups_path, "cgroup v2 destroyed");
         Ok(())
     }
@@ -268,7 +313,8 @@ impl CgroupManager for V2Manager {
             .map(|us| us * 1000);
         Ok(CgroupStats {
             memory_usage_bytes,
-            memory_working_set_bytes: memory_usage_bytes.map(|u| u.saturating_sub(inactive_file.unwrap_or(0))),
+            memory_working_set_bytes: memory_usage_bytes
+                .map(|u| u.saturating_sub(inactive_file.unwrap_or(0))),
             cpu_usage_ns,
             pids_current: read_u64("pids.current"),
         })
