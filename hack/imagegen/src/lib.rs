@@ -15,6 +15,7 @@
 
 pub mod image;
 pub mod layer;
+pub mod pause;
 pub mod push;
 pub mod registry;
 pub mod standard;

@@ -74,6 +74,13 @@ pub fn standard_images() -> Vec<NamedImage> {
         image("docker-schema2", docker_schema2, "busybox with Docker schema 2 media types"),
         image("uncompressed", uncompressed, "busybox as a plain tar layer"),
         NamedImage {
+            repo: "pause",
+            tag: "3.9",
+            build: Build::Image(crate::pause::pause),
+            on_request_only: false,
+            description: "static pause binary (gcc -static; busybox sh fallback): containerd's sandbox_image",
+        },
+        NamedImage {
             repo: "large",
             tag: "latest",
             build: Build::Image(large),
