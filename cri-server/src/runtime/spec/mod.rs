@@ -242,7 +242,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     }
 
     let caps = security::capabilities(&sc)?;
-    let mut process = process::build_process(input, &sc, pod_modes)?;
+    let mut process = process::build_process(input, pod_modes)?;
     let user = user::resolve_user(&input.rootfs, &sc, input.image.user.as_deref())?;
     process.set_user(user.to_oci());
     process.set_capabilities(Some(caps.to_oci()));

@@ -103,7 +103,7 @@ pub fn build_mounts(
 
     let mut mounts: Vec<Mount> = default_mounts(sc.privileged, pod_modes.host_network);
     mounts.push(shm_mount(input, pod_modes.host_ipc));
-    mounts.retain(|m| !taken(m.destination()) && !(cri_dev && m.destination().starts_with("/dev")));
+    mounts.retain(|m| !(taken(m.destination()) || (cri_dev && m.destination().starts_with("/dev"))));
 
     let access = if sc.readonly_rootfs { "ro" } else { "rw" };
     let pod_files = [

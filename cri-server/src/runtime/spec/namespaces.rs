@@ -45,6 +45,7 @@ pub fn container_namespaces(
     sc: &LinuxContainerSecurityContext,
     pod_modes: PodNamespaceModes,
 ) -> Result<Vec<LinuxNamespace>, SpecError> {
+    reject_user_namespaces(sc, &input.sandbox_config)?;
     let ns = &input.namespaces;
     let mut out = Vec::new();
     match pid_mode(sc, &input.sandbox_config) {
@@ -72,6 +73,26 @@ pub fn container_namespaces(
         out.push(namespace(LinuxNamespaceType::Cgroup, None));
     }
     Ok(out)
+}
+
+/// User namespaces (`hostUsers: false`) are not supported yet: refuse them rather than run
+/// the pod with host users while the kubelet believes they are mapped.
+fn reject_user_namespaces(sc: &LinuxContainerSecurityContext, sandbox: &PodSandboxConfig) -> Result<(), SpecError> {
+    let pod_opts = sandbox
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    for opts in [sc.namespace_options.as_ref(), pod_opts].into_iter().flatten() {
+        if let Some(userns) = &opts.userns_options {
+            if userns.mode != NamespaceMode::Node as i32 {
+                return Err(SpecError::invalid(
+                    "user namespaces (hostUsers: false) are not supported by berth yet; run the pod with hostUsers: true",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The hostname the runtime sets: the pod's, only in the pod's own UTS namespace (in the
@@ -158,6 +179,19 @@ mod tests {
         let modes = PodNamespaceModes::of(&sb);
         let err = container_namespaces(&input(sb, false), &container_sc(NamespaceMode::Pod), modes).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Internal);
+    }
+
+    #[test]
+    fn user_namespaces_are_refused() {
+        use k8s_cri::v1::UserNamespace;
+        let mut sc = container_sc(NamespaceMode::Container);
+        sc.namespace_options.as_mut().unwrap().userns_options = Some(UserNamespace { mode: NamespaceMode::Node as i32, ..Default::default() });
+        let sb = sandbox(NamespaceMode::Pod, NamespaceMode::Container, NamespaceMode::Pod);
+        let modes = PodNamespaceModes::of(&sb);
+        assert!(container_namespaces(&input(sb.clone(), false), &sc, modes).is_ok());
+        sc.namespace_options.as_mut().unwrap().userns_options = Some(UserNamespace { mode: NamespaceMode::Pod as i32, ..Default::default() });
+        let err = container_namespaces(&input(sb, false), &sc, modes).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
     }
 
     #[test]

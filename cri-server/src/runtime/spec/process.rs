@@ -3,7 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use berth_images::ImageConfig;
-use k8s_cri::v1::{ContainerConfig, KeyValue, LinuxContainerSecurityContext, PodSandboxConfig};
+use k8s_cri::v1::{ContainerConfig, KeyValue, PodSandboxConfig};
 use oci_spec::runtime::Process;
 
 use super::{ContainerSpecInput, PodNamespaceModes, SpecError};
@@ -13,11 +13,7 @@ pub const DEFAULT_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbi
 
 /// `process` of the spec, without user, capabilities, no_new_privs and oom_score_adj
 /// (the caller fills those from the security context).
-pub(super) fn build_process(
-    input: &ContainerSpecInput,
-    _sc: &LinuxContainerSecurityContext,
-    pod_modes: PodNamespaceModes,
-) -> Result<Process, SpecError> {
+pub(super) fn build_process(input: &ContainerSpecInput, pod_modes: PodNamespaceModes) -> Result<Process, SpecError> {
     let config = &input.config;
     let args = process_args(config, &input.image, &input.image_name)?;
     let hostname = env_hostname(&input.sandbox_config, pod_modes);

@@ -146,6 +146,16 @@ pub fn oom_score_adj(config: &ContainerConfig, host_min: i32) -> i32 {
     requested.max(host_min.clamp(OOM_SCORE_ADJ_MIN, OOM_SCORE_ADJ_MAX))
 }
 
+/// The lowest oom_score_adj this process may give its children: its own (without
+/// CAP_SYS_RESOURCE a process cannot lower it). berthd passes this as
+/// `ContainerSpecInput::host_min_oom_score_adj`; 0 if it cannot be read.
+pub fn current_oom_score_adj() -> i32 {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,7 +196,8 @@ mod tests {
 
     #[test]
     fn swap_rules() {
-        let cases: &[(i64, i64, Result<(Option<i64>, Option<i64>), ()>)] = &[
+        type Case = (i64, i64, Result<(Option<i64>, Option<i64>), ()>);
+        let cases: &[Case] = &[
             (100, 0, Ok((Some(100), Some(100)))),
             (100, 300, Ok((Some(100), Some(300)))),
             (100, -1, Ok((Some(100), Some(-1)))),
@@ -246,6 +257,12 @@ mod tests {
         assert_eq!((h[0].page_size().as_str(), h[0].limit()), ("2MB", 4 << 20));
         assert_eq!((h[1].page_size().as_str(), h[1].limit()), ("1GB", 0));
         assert_eq!(r.unified().as_ref().unwrap()["memory.high"], "1000000");
+    }
+
+    #[test]
+    fn reads_our_own_oom_score_adj() {
+        let v = current_oom_score_adj();
+        assert!((-1000..=1000).contains(&v));
     }
 
     #[test]

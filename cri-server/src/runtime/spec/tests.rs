@@ -257,3 +257,78 @@ fn tty_and_options() {
     let spec = container_spec(&input(root.path(), Default::default())).unwrap();
     assert!(spec.process().as_ref().unwrap().rlimits().is_none());
 }
+
+/// The bundle runs under runc (the RuntimeClass path): a busybox container with the
+/// RuntimeDefault seccomp profile, default caps, a non-root user, read-only rootfs and
+/// masked paths, reporting what it sees. Needs root, runc and a static busybox; run with
+/// `cargo test -p berth-cri --lib runtime::spec::tests::runs_under_runc -- --ignored`.
+#[test]
+#[ignore = "needs root, runc and a static /usr/bin/busybox"]
+fn runs_under_runc() {
+    let bundle = tempfile::tempdir().unwrap();
+    let root = bundle.path().join("rootfs");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/usr/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\nweb:x:1234:1234::/:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nweb:x:1234:\nextra:x:2000:web\n").unwrap();
+    let pod_dir = bundle.path().join("pod");
+    std::fs::create_dir(&pod_dir).unwrap();
+    std::fs::write(pod_dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+
+    let id = format!("berth-spec-test-{}", std::process::id());
+    let script = "id; grep -E '^(CapEff|Seccomp|NoNewPrivs)' /proc/self/status; cat /proc/kcore | wc -c; \
+                  touch /x 2>/dev/null && echo rootfs-rw || echo rootfs-ro; cat /etc/hosts; hostname";
+    let mut inp = ContainerSpecInput {
+        container_id: id.clone(),
+        sandbox_id: "sb".into(),
+        config: ContainerConfig {
+            command: vec!["/bin/busybox".into(), "sh".into(), "-c".into(), script.into()],
+            linux: Some(LinuxContainerConfig {
+                resources: Some(LinuxContainerResources { memory_limit_in_bytes: 64 << 20, ..Default::default() }),
+                security_context: Some(LinuxContainerSecurityContext {
+                    seccomp: Some(SecurityProfile { profile_type: 0, localhost_ref: String::new() }),
+                    run_as_username: "web".into(),
+                    readonly_rootfs: true,
+                    no_new_privs: true,
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        },
+        sandbox_config: PodSandboxConfig { hostname: "specpod".into(), ..Default::default() },
+        image: ImageConfig { env: vec!["PATH=/bin".into()], ..Default::default() },
+        image_name: "test".into(),
+        rootfs: root.clone(),
+        pod_files: PodFiles { hosts: Some(pod_dir.join("hosts")), ..Default::default() },
+        cgroups_path: format!("/{id}"),
+        host_min_oom_score_adj: resources::current_oom_score_adj(),
+        ..Default::default()
+    };
+    inp.options.privileged_without_host_devices = true;
+    let spec = container_spec(&inp).unwrap();
+    write_bundle(bundle.path(), &spec).unwrap();
+
+    let out = std::process::Command::new("runc")
+        .args(["--root", bundle.path().join("runc-state").to_str().unwrap(), "run", "--bundle"])
+        .arg(bundle.path())
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::process::Command::new("runc")
+        .args(["--root", bundle.path().join("runc-state").to_str().unwrap(), "delete", "-f", &id])
+        .output();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("container output:\n{stdout}");
+    assert!(out.status.success(), "runc failed: {stdout}\n{stderr}");
+    assert!(stdout.contains("uid=1234") && stdout.contains("gid=1234") && stdout.contains("2000"), "{stdout}");
+    assert!(stdout.contains("Seccomp:\t2"), "{stdout}");
+    assert!(stdout.contains("NoNewPrivs:\t1"), "{stdout}");
+    assert!(stdout.contains("rootfs-ro"), "{stdout}");
+    assert!(stdout.contains("127.0.0.1 localhost") && stdout.contains("specpod"), "{stdout}");
+    // /proc/kcore is masked (empty).
+    assert!(stdout.lines().any(|l| l.trim() == "0"), "{stdout}");
+}

@@ -6,6 +6,7 @@
 //! 2. `run_as_username`: must exist in the image's `/etc/passwd`.
 //! 3. The image's `USER`: `""` (root), `name`, `uid`, `name:group`, `uid:gid`, `uid:group`,
 //!    `name:gid`. Names must exist in the image; a numeric uid need not.
+//!
 //! `run_as_group` then replaces the primary gid (and needs 1 or 2).
 //!
 //! Additional gids: the primary gid, then (policy Merge, the default) every group of the
@@ -293,7 +294,8 @@ bad:x:notanumber:app
     fn image_user_strings() {
         let dir = rootfs(Some(PASSWD), Some(GROUP));
         // image USER -> (uid, gid, additional) or the error's gRPC code
-        let cases: &[(&str, Result<(u32, u32, &[u32]), tonic::Code>)] = &[
+        type Case<'a> = (&'a str, Result<(u32, u32, &'a [u32]), tonic::Code>);
+        let cases: &[Case] = &[
             ("", Ok((0, 0, &[0, 10]))),
             ("root", Ok((0, 0, &[0, 10]))),
             ("app", Ok((1000, 1001, &[1001, 10, 29]))),
