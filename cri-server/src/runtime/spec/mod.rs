@@ -237,6 +237,11 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     if sc.privileged && !sandbox_privileged {
         return Err(SpecError::invalid("a privileged container needs a privileged pod sandbox (the pod's security context is not privileged)"));
     }
+    if !config.cdi_devices.is_empty() {
+        // Running without the devices the pod asked for would be worse than failing.
+        let names: Vec<&str> = config.cdi_devices.iter().map(|d| d.name.as_str()).collect();
+        return Err(SpecError::invalid(format!("CDI devices {names:?} are not supported by berth yet")));
+    }
     if !input.rootfs.is_absolute() {
         return Err(SpecError::Internal(format!("container rootfs {:?} is not an absolute path", input.rootfs)));
     }

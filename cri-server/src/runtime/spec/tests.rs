@@ -231,6 +231,13 @@ fn errors_carry_their_codes() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.to_string().contains("/nonexistent/berth/data") && err.to_string().contains("does not exist"), "{err}");
 
+    // CDI devices are refused, not ignored.
+    let mut inp = input(root.path(), Default::default());
+    inp.config.cdi_devices.push(k8s_cri::v1::CdiDevice { name: "vendor.com/gpu=0".into() });
+    let err = container_spec(&inp).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.to_string().contains("vendor.com/gpu=0"), "{err}");
+
     // A relative rootfs is berthd's bug.
     let mut inp = input(root.path(), Default::default());
     inp.rootfs = "relative/rootfs".into();
