@@ -41,3 +41,15 @@ fn runc_survives_parent_death() {
     let Some(runc) = runc() else { return };
     survives_parent_death(Some(runc));
 }
+
+#[test]
+fn runc_big_output() {
+    let Some(runc) = runc() else { return };
+    big_output(Some(runc));
+}
+
+#[test]
+fn runc_big_exec_output() {
+    let Some(runc) = runc() else { return };
+    big_exec_output(Some(runc));
+}

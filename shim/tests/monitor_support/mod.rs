@@ -49,7 +49,7 @@ impl Bundle {
             std::fs::create_dir_all(rootfs.join(dir)).unwrap();
         }
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "echo", "sleep", "cat", "printf", "true", "false", "ls", "kill", "head", "yes", "dd"] {
+        for applet in ["sh", "echo", "sleep", "cat", "printf", "true", "false", "ls", "kill", "head", "yes", "dd", "tr", "wc"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         let cgroup_parent = format!("/berth-test-{}", unique());
@@ -155,6 +155,13 @@ impl Drop for Bundle {
         }
         if let Ok(manager) = berth_shim::cgroups::manager(&self.cgroup_parent) {
             let _ = manager.destroy();
+        }
+        // runc also joins the hybrid host's name=systemd and unified trees, which berth's
+        // cgroup manager leaves alone; `runc delete` removes only the container's own dirs.
+        for tree in ["systemd", "unified"] {
+            let parent = format!("/sys/fs/cgroup/{tree}{}", self.cgroup_parent);
+            let _ = std::fs::remove_dir(format!("{parent}/{}", self.id));
+            let _ = std::fs::remove_dir(parent);
         }
     }
 }
@@ -373,6 +380,47 @@ pub fn survives_parent_death(runtime: Option<&str>) {
     assert_ne!(sid, nix::unistd::getsid(None).unwrap(), "the shim has its own session");
     let client = bundle.client();
     assert_eq!(client.status().unwrap().state, berth_shim::protocol::ShimState::Created);
+    client.signal(9, false).unwrap();
+    client.wait(Duration::from_secs(10)).unwrap();
+    bundle.assert_nothing_left(shim_pid, init_pid);
+}
+
+/// Output through the real pipes: a 40000-byte line becomes P, P, F entries; big exec
+/// output arrives whole; a final unterminated line is a full entry.
+pub fn big_output(runtime: Option<&str>) {
+    let script = "yes x | head -c 80000 | tr -d '\\n'; echo; printf tail";
+    let bundle = Bundle::new(&["sh", "-c", script], runtime);
+    let output = bundle.create();
+    assert!(output.status.success(), "create failed: {}", stderr_of(&output));
+    let shim_pid = bundle.read_pid("shim.pid").unwrap();
+    let init_pid = bundle.read_pid("pid").unwrap();
+    let client = bundle.client();
+    client.start().unwrap();
+    let exit = client.wait(Duration::from_secs(10)).unwrap().exit.expect("exited");
+    assert_eq!(exit.exit_code, 0);
+    bundle.assert_nothing_left(shim_pid, init_pid);
+    let entries = entries(&bundle.log_text());
+    let shape: Vec<(&str, &str, usize)> = entries.iter().map(|(s, t, c)| (s.as_str(), t.as_str(), c.len())).collect();
+    assert_eq!(shape, vec![("stdout", "P", 16384), ("stdout", "P", 16384), ("stdout", "F", 40000 - 2 * 16384), ("stdout", "F", 4)]);
+    assert_eq!(entries[3].2, "tail");
+}
+
+/// Exec output larger than a pipe buffer (and than the helper's read size) arrives whole.
+pub fn big_exec_output(runtime: Option<&str>) {
+    let bundle = Bundle::new(&["sleep", "100"], runtime);
+    let output = bundle.create();
+    assert!(output.status.success(), "create failed: {}", stderr_of(&output));
+    let client = bundle.client();
+    client.start().unwrap();
+    let big = client
+        .exec(vec!["sh".into(), "-c".into(), "yes abcdefg | head -c 1000000; yes e | head -c 300000 >&2".into()], vec![], None, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(big.exit_code, 0);
+    assert_eq!(big.stdout.len(), 1_000_000);
+    assert_eq!(big.stderr.len(), 300_000);
+    assert!(big.stdout.starts_with(b"abcdefg\nabcdefg\n"));
+    let shim_pid = bundle.read_pid("shim.pid").unwrap();
+    let init_pid = bundle.read_pid("pid").unwrap();
     client.signal(9, false).unwrap();
     client.wait(Duration::from_secs(10)).unwrap();
     bundle.assert_nothing_left(shim_pid, init_pid);
