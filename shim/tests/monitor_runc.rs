@@ -53,3 +53,9 @@ fn runc_big_exec_output() {
     let Some(runc) = runc() else { return };
     big_exec_output(Some(runc));
 }
+
+#[test]
+fn runc_oom_kill() {
+    let Some(runc) = runc() else { return };
+    oom_kill(Some(runc));
+}

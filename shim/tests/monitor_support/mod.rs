@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use berth_shim::client::ShimClient;
-use oci_spec::runtime::{LinuxBuilder, ProcessBuilder, RootBuilder, Spec};
+use oci_spec::runtime::{LinuxBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec};
 
 pub const RUNC: &str = "/usr/sbin/runc";
 
@@ -423,5 +423,28 @@ pub fn big_exec_output(runtime: Option<&str>) {
     let init_pid = bundle.read_pid("pid").unwrap();
     client.signal(9, false).unwrap();
     client.wait(Duration::from_secs(10)).unwrap();
+    bundle.assert_nothing_left(shim_pid, init_pid);
+}
+
+/// A container over its memory limit is OOM-killed: exit 137 and oom_killed in exit.json.
+pub fn oom_kill(runtime: Option<&str>) {
+    let bundle = Bundle::new(&["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"], runtime);
+    // 32 MiB of memory (and no more with swap), written into the spec.
+    let config = bundle.bundle.join("config.json");
+    let mut spec = Spec::load(&config).unwrap();
+    let mut linux = spec.linux().clone().unwrap();
+    let memory = LinuxMemoryBuilder::default().limit(32 << 20).swap(32 << 20).build().unwrap();
+    linux.set_resources(Some(LinuxResourcesBuilder::default().memory(memory).build().unwrap()));
+    spec.set_linux(Some(linux));
+    spec.save(&config).unwrap();
+
+    let output = bundle.create();
+    assert!(output.status.success(), "create failed: {}", stderr_of(&output));
+    let shim_pid = bundle.read_pid("shim.pid").unwrap();
+    let init_pid = bundle.read_pid("pid").unwrap();
+    let client = bundle.client();
+    client.start().unwrap();
+    let exit = client.wait(Duration::from_secs(20)).unwrap().exit.expect("exited");
+    assert_eq!((exit.exit_code, exit.signal, exit.oom_killed), (137, 9, true), "{exit:?}");
     bundle.assert_nothing_left(shim_pid, init_pid);
 }
