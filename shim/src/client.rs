@@ -158,23 +158,34 @@ impl ShimClient {
             }
             Err(e) => return Err(ShimClientError::Io(e)),
         }
+        // The answer is one line; do not wait for the close (it may come later than the line).
         let mut answer = Vec::new();
-        match (&mut stream).take(MAX_RESPONSE_BYTES as u64 + 1).read_to_end(&mut answer) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(ShimClientError::NotRunning),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
-                return Err(ShimClientError::Io(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("shim at {} did not answer in time", self.socket.display()),
-                )))
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&chunk[..n]);
+                    if chunk[..n].contains(&b'\n') {
+                        break;
+                    }
+                    if answer.len() > MAX_RESPONSE_BYTES {
+                        return Err(ShimClientError::Protocol("answer too large".into()));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(ShimClientError::NotRunning),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(ShimClientError::Io(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("shim at {} did not answer in time", self.socket.display()),
+                    )))
+                }
+                Err(e) => return Err(ShimClientError::Io(e)),
             }
-            Err(e) => return Err(ShimClientError::Io(e)),
         }
         if answer.is_empty() {
             return Err(ShimClientError::NotRunning);
-        }
-        if answer.len() > MAX_RESPONSE_BYTES {
-            return Err(ShimClientError::Protocol("answer too large".into()));
         }
         let response: Response = protocol::decode_line(&answer)
             .map_err(|e| ShimClientError::Protocol(format!("bad answer: {e}")))?;

@@ -59,3 +59,9 @@ fn runc_oom_kill() {
     let Some(runc) = runc() else { return };
     oom_kill(Some(runc));
 }
+
+#[test]
+fn runc_serves_during_exec() {
+    let Some(runc) = runc() else { return };
+    serves_during_exec(Some(runc));
+}

@@ -16,8 +16,8 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, SigHandler, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, setsid, ForkResult, Pid};
-use oci_spec::runtime::Spec;
+use nix::unistd::{fork, setsid, ForkResult};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::args::CreateArgs;
 use super::builtin::{cgroup_manager, BuiltinRuntime};
@@ -198,6 +198,13 @@ fn setup(prepared: Prepared) -> Result<Monitor, String> {
     let stdin = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
     let stdio = StdioFds { stdin: stdin.into(), stdout: stdout_write, stderr: stderr_write };
 
+    let private_pid_namespace = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.namespaces().as_ref())
+        .is_some_and(|namespaces| {
+            namespaces.iter().any(|ns| ns.typ() == LinuxNamespaceType::Pid && ns.path().is_none())
+        });
     let mut runtime: Box<dyn ContainerRuntime> = match &args.runtime {
         Some(binary) => {
             let oom_path = cgroups_path.clone();
@@ -206,6 +213,7 @@ fn setup(prepared: Prepared) -> Result<Monitor, String> {
                 &args.id,
                 &args.bundle,
                 &args.state_dir,
+                private_pid_namespace,
                 Box::new(move || cgroup_manager(&oom_path).and_then(|m| m.oom_kill_count().ok()).is_some_and(|n| n > 0)),
             ))
         }
@@ -287,9 +295,4 @@ fn write_atomically(path: &Path, contents: &str) -> Result<(), String> {
         .and_then(|mut file| file.write_all(contents.as_bytes()))
         .and_then(|()| std::fs::rename(&temp, path));
     result.map_err(|e| format!("{}: {e}", path.display()))
-}
-
-#[allow(dead_code)]
-fn _pid_is_i32(pid: Pid) -> i32 {
-    pid.as_raw()
 }

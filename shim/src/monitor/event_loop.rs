@@ -359,6 +359,11 @@ impl Monitor {
         // SAFETY: the shim is single-threaded, so the child may do anything after fork.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
+                // Other clients' connections must not stay open in the helper: their clients
+                // read until the shim closes them. The listener is not the helper's either.
+                self.conns.clear();
+                self.waiters.clear();
+                let _ = nix::unistd::close(self.listener.as_raw_fd());
                 let _ = stream.set_nonblocking(false);
                 super::exec::run_helper(self.runtime.as_ref(), self.init, stream, command, timeout_ms)
             }

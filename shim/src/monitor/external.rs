@@ -22,18 +22,29 @@ pub struct ExternalRuntime {
     state_dir: PathBuf,
     /// `create` ran (so there is runtime state to delete).
     created: bool,
+    /// The container has its own PID namespace: when its init dies the kernel kills the rest,
+    /// so the exit path can skip a `kill --all` run.
+    private_pid_ns: bool,
     oom: Box<dyn Fn() -> bool>,
 }
 
 impl ExternalRuntime {
     /// `oom` reads the container cgroup's OOM kill count (the runtime made the cgroup).
-    pub fn new(binary: &Path, id: &str, bundle: &Path, state_dir: &Path, oom: Box<dyn Fn() -> bool>) -> Self {
+    pub fn new(
+        binary: &Path,
+        id: &str,
+        bundle: &Path,
+        state_dir: &Path,
+        private_pid_ns: bool,
+        oom: Box<dyn Fn() -> bool>,
+    ) -> Self {
         ExternalRuntime {
             binary: binary.to_path_buf(),
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
             created: false,
+            private_pid_ns,
             oom,
         }
     }
@@ -154,7 +165,7 @@ impl ContainerRuntime for ExternalRuntime {
     }
 
     fn kill_leftovers(&mut self) {
-        if self.created {
+        if self.created && !self.private_pid_ns {
             // Fails with "container not running" when nothing is left; that is fine.
             let _ = self.run(&["kill".as_ref(), "--all".as_ref(), self.id.as_ref(), "KILL".as_ref()]);
         }

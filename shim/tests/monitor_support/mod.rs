@@ -448,3 +448,33 @@ pub fn oom_kill(runtime: Option<&str>) {
     assert_eq!((exit.exit_code, exit.signal, exit.oom_killed), (137, 9, true), "{exit:?}");
     bundle.assert_nothing_left(shim_pid, init_pid);
 }
+
+/// A long exec runs in a helper: status, a second exec and wait are served meanwhile.
+pub fn serves_during_exec(runtime: Option<&str>) {
+    let bundle = Bundle::new(&["sh", "-c", "trap 'exit 143' TERM; while true; do sleep 0.05; done"], runtime);
+    let output = bundle.create();
+    assert!(output.status.success(), "create failed: {}", stderr_of(&output));
+    let client = bundle.client();
+    client.start().unwrap();
+    let slow_client = client.clone();
+    let slow = std::thread::spawn(move || {
+        slow_client.exec(vec!["sh".into(), "-c".into(), "sleep 1; echo slow".into()], vec![], None, Duration::from_secs(20))
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    assert_eq!(client.status().unwrap().state, berth_shim::protocol::ShimState::Running);
+    let quick = client.exec(vec!["echo".into(), "quick".into()], vec![], None, Duration::from_secs(20)).unwrap();
+    assert_eq!(quick.stdout, b"quick\n");
+    assert!(started.elapsed() < Duration::from_millis(800), "served while the slow exec runs: {:?}", started.elapsed());
+    let slow = slow.join().unwrap().unwrap();
+    assert_eq!(slow.stdout, b"slow\n");
+    let shim_pid = bundle.read_pid("shim.pid").unwrap();
+    let init_pid = bundle.read_pid("pid").unwrap();
+    let waiter_client = client.clone();
+    let waiter = std::thread::spawn(move || waiter_client.wait(Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(100));
+    client.signal(15, false).unwrap();
+    let exit = waiter.join().unwrap().unwrap().exit.expect("exited");
+    assert_eq!(exit.exit_code, 143);
+    bundle.assert_nothing_left(shim_pid, init_pid);
+}
