@@ -24,7 +24,7 @@ pub const LOG_LEVEL: &str = "info,berth_cri=debug,berth_images=debug";
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running berthd under test. Its directories live in one temp dir:
-/// `root/` (`--root`), `state/` (`--state`, holding `berth.sock`), `config.toml` and
+/// `root/` (`--root`), `run/` (`--state`, holding `berth.sock`), `config.toml` and
 /// `berthd.log` (stdout and stderr of every run, appended; printed when the test fails).
 ///
 /// Dropping it stops berthd (SIGTERM, then SIGKILL), unmounts whatever is left under the temp
@@ -54,10 +54,12 @@ impl Berthd {
     /// address always come from flags. When berthd knows the `[runtime]` table, the
     /// harness adds `cgroup_root = "/berth-test-<random>"` to it (or adds the table).
     pub async fn start_with(config_toml: &str) -> Berthd {
-        let dir = tempfile::Builder::new().prefix("berth-test-").tempdir().expect("create temp dir for berthd");
+        // Short names: a shim's control socket is `<state>/shims/<64 hex>/control.sock`,
+        // and a unix socket path has at most 107 bytes (`/tmp/bt-XXXXXX/run/...` leaves 5).
+        let dir = tempfile::Builder::new().prefix("bt-").tempdir().expect("create temp dir for berthd");
         let base = dir.path().to_path_buf();
         let root = base.join("root");
-        let state = base.join("state");
+        let state = base.join("run");
         for d in [&root, &state] {
             std::fs::create_dir_all(d).expect("create berthd dirs");
         }
