@@ -8,6 +8,7 @@
 //! - [`request_span`]: a span per request with its request id and RPC name.
 
 pub mod config;
+pub mod container;
 pub mod errors;
 pub mod image;
 pub mod request_span;
