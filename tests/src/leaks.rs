@@ -331,6 +331,14 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_dirs_cover_every_mounted_hierarchy() {
+        let dirs = cgroup_dirs("/berth-test-unit");
+        assert!(!dirs.is_empty(), "no cgroup hierarchy found in /proc/self/mountinfo");
+        assert!(dirs.iter().all(|d| d.ends_with("berth-test-unit") && d.starts_with("/sys/fs/cgroup")), "{dirs:?}");
+        assert!(cgroups_below("/berth-test-unit").is_empty());
+    }
+
+    #[test]
     fn temp_names_are_recognised() {
         assert!(is_temp_name(Path::new("/r/snapshots/.tmp-123")));
         assert!(is_temp_name(Path::new("/r/snapshots/abc.partial")));
