@@ -11,26 +11,34 @@ use k8s_cri::v1::{
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+/// One gRPC channel to a CRI unix socket; image and runtime clients share it (as kubelet's do).
+/// Connects eagerly so a missing or dead socket fails here with its path in the message.
+pub async fn connect_channel(socket: &Path) -> anyhow::Result<Channel> {
+    let socket: PathBuf = socket.to_path_buf();
+    let socket_for_connector = socket.clone();
+    // The URI is ignored: every connection goes to the unix socket.
+    Endpoint::try_from("http://[::1]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = socket_for_connector.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .with_context(|| format!("connecting to CRI socket {}", socket.display()))
+}
+
 pub struct CriImages {
     client: ImageServiceClient<Channel>,
 }
 
 impl CriImages {
-    /// Connects eagerly so a missing or dead socket fails here with its path in the message.
     pub async fn connect(socket: &Path) -> anyhow::Result<Self> {
-        let socket: PathBuf = socket.to_path_buf();
-        let socket_for_connector = socket.clone();
-        // The URI is ignored: every connection goes to the unix socket.
-        let channel = Endpoint::try_from("http://[::1]:50051")?
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = socket_for_connector.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-            }))
-            .await
-            .with_context(|| format!("connecting to CRI socket {}", socket.display()))?;
+        Ok(Self::with_channel(connect_channel(socket).await?))
+    }
+
+    pub fn with_channel(channel: Channel) -> Self {
         let client = ImageServiceClient::new(channel)
             .max_decoding_message_size(64 * 1024 * 1024);
-        Ok(Self { client })
+        Self { client }
     }
 
     fn spec(image: &str) -> Option<ImageSpec> {

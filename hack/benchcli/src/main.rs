@@ -6,14 +6,23 @@
 //!   removed before every run, while sampling the daemon's memory; prints JSON lines.
 //! - `report`: reads those JSON lines and prints the side-by-side table.
 //! - `manifest-bytes`: sums config + layer sizes of an image manifest read on stdin.
+//! - `pods`: pod start/teardown latency, ExecSync latency, shim and daemon memory with many
+//!   pods running; prints one JSON line.
+//! - `pods-report`: reads those JSON lines and prints the side-by-side table with targets.
 
 mod cri;
+mod cri_runtime;
 mod daemon_stats;
 mod gc_wait;
 mod manifest;
+mod pod_records;
+mod pod_report;
+mod pods;
+mod proc_memory;
 mod pull;
 mod records;
 mod report;
+mod stats;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,7 +30,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "berth-bench", about = "CRI image pull benchmark client")]
+#[command(name = "berth-bench", about = "CRI benchmark client: image pulls, pod lifecycle, memory")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,6 +97,64 @@ enum Command {
     },
     /// Print the sum of config and layer sizes of the manifest JSON read on stdin.
     ManifestBytes,
+    /// Pod start/teardown, ExecSync and memory benchmark against one runtime (JSON line out).
+    Pods {
+        /// CRI unix socket of the runtime under test.
+        #[arg(long)]
+        endpoint: PathBuf,
+        /// Workload image (busybox); the container runs `sleep 3600`.
+        #[arg(long)]
+        image: String,
+        /// Images to pull before timing anything (e.g. containerd's sandbox image); repeatable.
+        #[arg(long = "pre-pull")]
+        pre_pull: Vec<String>,
+        /// Name of the runtime, copied into the output.
+        #[arg(long, default_value = "runtime")]
+        runtime: String,
+        /// Pods whose start and teardown are measured.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+        /// Pods running while shim and daemon memory are read.
+        #[arg(long, default_value_t = 30)]
+        memory_pods: usize,
+        /// ExecSync `true` calls measured.
+        #[arg(long, default_value_t = 20)]
+        exec_count: usize,
+        /// PID of the daemon whose VmRSS is read.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Shim executable: a full path or a file name (containerd-shim-runc-v2, berth-shim).
+        #[arg(long)]
+        shim_exe: String,
+        /// Only shims whose command line holds this string (the daemon's socket or state dir).
+        #[arg(long)]
+        shim_cmdline: Option<String>,
+        /// Label value that marks this run's pods (so a failed run can find and remove them).
+        #[arg(long)]
+        run_id: String,
+        /// Directory for the pods' log directories.
+        #[arg(long)]
+        log_root: PathBuf,
+        /// Pod cgroups are <prefix>/pod<N> (cgroupfs path, like kubelet's cgroup_parent).
+        #[arg(long)]
+        cgroup_parent_prefix: String,
+        /// Milliseconds to wait after the last pod started before reading memory.
+        #[arg(long, default_value_t = 2000)]
+        settle_ms: u64,
+        /// Seconds a container may take to be reported RUNNING.
+        #[arg(long, default_value_t = 30)]
+        running_timeout_secs: u64,
+    },
+    /// Read `pods` JSON lines on stdin and print the side-by-side table.
+    PodsReport {
+        #[arg(long, default_value = "containerd")]
+        baseline: String,
+        #[arg(long, default_value = "berth")]
+        candidate: String,
+        /// Exit with status 3 when a target is missed or the candidate was not measured.
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -127,6 +194,53 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Report { baseline, candidate, bytes, target, strict } => {
             let met = report::run(std::io::stdin().lock(), &baseline, &candidate, bytes, target)?;
+            if strict && !met {
+                std::process::exit(3);
+            }
+            Ok(())
+        }
+        Command::Pods {
+            endpoint,
+            image,
+            pre_pull,
+            runtime,
+            count,
+            memory_pods,
+            exec_count,
+            pid,
+            shim_exe,
+            shim_cmdline,
+            run_id,
+            log_root,
+            cgroup_parent_prefix,
+            settle_ms,
+            running_timeout_secs,
+        } => {
+            let options = pods::PodBenchOptions {
+                runtime,
+                endpoint,
+                image,
+                pre_pull,
+                count,
+                memory_pods,
+                exec_count,
+                daemon_pid: pid,
+                shim: proc_memory::ShimSelector { exe: shim_exe, cmdline_contains: shim_cmdline },
+                run_id,
+                log_root,
+                cgroup_parent_prefix,
+                settle: Duration::from_millis(settle_ms),
+                running_timeout: Duration::from_secs(running_timeout_secs),
+            };
+            anyhow::ensure!(options.count > 0, "--count must be at least 1");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(pods::run(options))
+        }
+        Command::PodsReport { baseline, candidate, strict } => {
+            let met = pod_report::run(std::io::stdin().lock(), &baseline, &candidate)?;
             if strict && !met {
                 std::process::exit(3);
             }
