@@ -7,6 +7,36 @@ pub fn registry() -> LocalRegistry {
     LocalRegistry::start(RegistryOptions::default()).unwrap_or_else(|e| panic!("start local registry: {e:#}"))
 }
 
+/// One registry for every test of this test binary that only reads from it, holding the
+/// standard busybox image; started by the first caller. Starting a registry and pushing
+/// busybox costs a pod test more than the pod itself (10x so in the emulated guest of
+/// `hack/vm-test`). It is stopped and its storage removed when the test binary exits
+/// (atexit; if the binary is killed, the registry dies with it through PDEATHSIG).
+pub fn shared_registry() -> &'static LocalRegistry {
+    static SHARED: std::sync::OnceLock<LocalRegistry> = std::sync::OnceLock::new();
+    extern "C" fn stop_shared_registry() {
+        if let Some(registry) = SHARED.get() {
+            if let Some(pid) = registry.pid() {
+                // SAFETY: kill/waitpid on our own unreaped child.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                    libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+                }
+            }
+            if let Some(base) = registry.storage_dir().parent() {
+                let _ = std::fs::remove_dir_all(base);
+            }
+        }
+    }
+    SHARED.get_or_init(|| {
+        let registry = registry();
+        push_std(&registry, "busybox");
+        // SAFETY: registering a plain extern "C" function.
+        unsafe { libc::atexit(stop_shared_registry) };
+        registry
+    })
+}
+
 /// A fresh local registry requiring HTTP Basic auth as `user`:`password`.
 pub fn registry_with_auth(user: &str, password: &str) -> LocalRegistry {
     let options = RegistryOptions { htpasswd: Some((user.to_string(), password.to_string())) };

@@ -50,13 +50,14 @@ impl Pod {
     }
 }
 
-/// A registry with images, a berthd that pulled them, and a RuntimeService client.
+/// A registry with images (shared by the test binary), a berthd of its own that pulled
+/// them, and a RuntimeService client.
 /// Dropping it stops berthd and removes whatever the test left (shims, cgroups, mounts);
 /// [`RuntimeEnv::finish`] instead removes every pod through CRI and asserts nothing leaked.
 pub struct RuntimeEnv {
-    // Dropped in this order: berthd (and what it left) before the registry.
     pub berthd: Berthd,
-    pub registry: LocalRegistry,
+    /// The test binary's shared registry ([`fixtures::shared_registry`]).
+    pub registry: &'static LocalRegistry,
     pub rt: RuntimeClient,
     pub images: ImageClient,
     /// `127.0.0.1:PORT/busybox:latest` on `registry`, pulled.
@@ -72,18 +73,17 @@ impl RuntimeEnv {
     /// busybox and the standard images `extra_images` (by repo name, e.g. `nonroot`)
     /// pulled into a fresh berthd started with `config_toml`.
     pub async fn start_with(extra_images: &[&str], config_toml: &str) -> RuntimeEnv {
-        let registry = fixtures::registry();
-        fixtures::push_std(&registry, "busybox");
+        let registry = fixtures::shared_registry();
         for name in extra_images {
-            fixtures::push_std(&registry, name);
+            fixtures::push_std(registry, name);
         }
         let berthd = Berthd::start_with(config_toml).await;
         let rt = berthd.runtime().await;
         let mut images = berthd.images().await;
-        let busybox = fixtures::reference(&registry, "busybox:latest");
+        let busybox = fixtures::reference(registry, "busybox:latest");
         cri::pull(&mut images, &busybox).await.unwrap_or_else(|e| panic!("pull {busybox}: {e:?}"));
         for name in extra_images {
-            let reference = fixtures::reference(&registry, &format!("{name}:latest"));
+            let reference = fixtures::reference(registry, &format!("{name}:latest"));
             cri::pull(&mut images, &reference).await.unwrap_or_else(|e| panic!("pull {reference}: {e:?}"));
         }
         RuntimeEnv { berthd, registry, rt, images, busybox }
@@ -91,7 +91,7 @@ impl RuntimeEnv {
 
     /// `127.0.0.1:PORT/<repo_and_tag>` on this env's registry.
     pub fn image(&self, repo_and_tag: &str) -> String {
-        fixtures::reference(&self.registry, repo_and_tag)
+        fixtures::reference(self.registry, repo_and_tag)
     }
 
     /// A pod config as kubelet sends it: metadata `name` with a random uid in

@@ -79,7 +79,7 @@ fn groups_image() -> ImageSpec {
 #[tokio::test]
 async fn users_and_groups() {
     let mut env = RuntimeEnv::start_with(&["nonroot"], "").await;
-    fixtures::push(&env.registry, "groups", "latest", &groups_image());
+    fixtures::push(env.registry, "groups", "latest", &groups_image());
     let groups_ref = env.image("groups:latest");
     cri::pull(&mut env.images, &groups_ref).await.expect("pull groups image");
     let pod = env.run_pod("users").await;
