@@ -327,12 +327,18 @@ fn berthd_knows_runtime_table() -> bool {
 }
 
 /// `config_toml` with `cgroup_root` set in its `[runtime]` table, if berthd has one and
-/// the test did not set the key itself.
+/// the test did not set the key itself. `BERTH_TEST_OCI_RUNTIME=/usr/sbin/runc` also sets
+/// `default_runtime`, to run the suites on an external OCI runtime instead of the built-in.
 fn with_cgroup_root(config_toml: &str, cgroup_root: &str) -> String {
     if !berthd_knows_runtime_table() || config_toml.contains("cgroup_root") {
         return config_toml.to_string();
     }
-    let key = format!("cgroup_root = \"{cgroup_root}\"");
+    let mut key = format!("cgroup_root = \"{cgroup_root}\"");
+    if let Some(runtime) = std::env::var_os("BERTH_TEST_OCI_RUNTIME") {
+        if !config_toml.contains("default_runtime") {
+            key.push_str(&format!("\ndefault_runtime = \"{}\"", runtime.to_string_lossy()));
+        }
+    }
     let mut out = String::new();
     let mut inserted = false;
     for line in config_toml.lines() {
