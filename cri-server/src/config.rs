@@ -4,6 +4,7 @@
 //! valid configuration. Unknown keys are refused: a typo in a config file must not silently
 //! fall back to a default.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use berth_images::ImagesConfig;
@@ -32,6 +33,56 @@ pub struct Config {
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before berthd exits.
     pub shutdown_timeout_secs: u64,
     pub images: ImagesConfig,
+    pub runtime: RuntimeConfig,
+}
+
+/// The `[runtime]` table: pods, containers and their shims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// The berth-shim binary. Unset means `berth-shim` next to the berthd executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shim_path: Option<PathBuf>,
+    /// The cgroup (cgroupfs path) under which pods without a kubelet `cgroup_parent` get
+    /// their cgroup `<cgroup_root>/pod-<id>`.
+    pub cgroup_root: String,
+    /// The OCI runtime for pods without a RuntimeClass handler: "" = berth-shim's built-in
+    /// runtime, or the name of an entry in `runtimes`.
+    pub default_runtime: String,
+    /// RuntimeClass handler name -> external OCI runtime binary (runc, crun).
+    pub runtimes: BTreeMap<String, PathBuf>,
+    /// Seconds a pod or container created for a caller that went away (a kubelet timeout)
+    /// is kept for the retry before it is removed.
+    pub unclaimed_resource_ttl_secs: u64,
+    /// Seconds to wait, after SIGKILL at the end of a stop timeout, for the shim to report
+    /// the exit before the stop fails.
+    pub stop_timeout_grace: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            shim_path: None,
+            cgroup_root: "/berth".to_string(),
+            default_runtime: String::new(),
+            runtimes: BTreeMap::new(),
+            unclaimed_resource_ttl_secs: 120,
+            stop_timeout_grace: 10,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The shim binary: `shim_path`, or `berth-shim` next to the running executable.
+    pub fn shim_binary(&self) -> PathBuf {
+        if let Some(path) = &self.shim_path {
+            return path.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("berth-shim")))
+            .unwrap_or_else(|| PathBuf::from("berth-shim"))
+    }
 }
 
 impl Default for Config {
@@ -43,6 +94,7 @@ impl Default for Config {
             log_level: "info".to_string(),
             shutdown_timeout_secs: 30,
             images: ImagesConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -110,9 +162,14 @@ impl Config {
         }
     }
 
-    /// The redb database holding image records (and later pods and containers).
+    /// The redb database holding image records.
     pub fn metadata_db_path(&self) -> PathBuf {
         self.root.join("meta.redb")
+    }
+
+    /// The redb database holding pod and container records.
+    pub fn runtime_db_path(&self) -> PathBuf {
+        self.root.join("runtime.redb")
     }
 }
 
@@ -157,6 +214,24 @@ connect_timeout_secs = {connect_timeout_secs}
 # host = "mirror.example.com"
 # plain_http = false
 # skip_verify = false
+
+[runtime]
+# The berth-shim binary. Unset means berth-shim next to the berthd executable.
+# shim_path = "/usr/local/bin/berth-shim"
+# Pods without a kubelet cgroup_parent get the cgroup <cgroup_root>/pod-<id>.
+cgroup_root = {cgroup_root}
+# The OCI runtime for pods without a RuntimeClass handler: "" is berth-shim's built-in
+# runtime, anything else names an entry of [runtime.runtimes].
+default_runtime = {default_runtime}
+# Seconds a pod or container created for a caller that gave up (kubelet timeout) is
+# kept for its retry before it is removed.
+unclaimed_resource_ttl_secs = {unclaimed_resource_ttl_secs}
+# Seconds to wait for a container's exit after the final SIGKILL of a stop.
+stop_timeout_grace = {stop_timeout_grace}
+
+# RuntimeClass handler name -> external OCI runtime binary.
+[runtime.runtimes]
+# runc = "/usr/sbin/runc"
 "#,
         root = toml_string(&defaults.root.display().to_string()),
         state = toml_string(&defaults.state.display().to_string()),
@@ -166,6 +241,10 @@ connect_timeout_secs = {connect_timeout_secs}
         shutdown_timeout_secs = defaults.shutdown_timeout_secs,
         max_concurrent_downloads = images.max_concurrent_downloads,
         connect_timeout_secs = images.connect_timeout_secs,
+        cgroup_root = toml_string(&defaults.runtime.cgroup_root),
+        default_runtime = toml_string(&defaults.runtime.default_runtime),
+        unclaimed_resource_ttl_secs = defaults.runtime.unclaimed_resource_ttl_secs,
+        stop_timeout_grace = defaults.runtime.stop_timeout_grace,
     )
 }
 
@@ -208,6 +287,8 @@ mod tests {
             }
         }
         let mut config = Config { address: Some(PathBuf::from("/x")), ..Default::default() };
+        config.runtime.shim_path = Some(PathBuf::from("/s"));
+        config.runtime.runtimes.insert("runc".into(), PathBuf::from("/usr/sbin/runc"));
         config.images.registries.insert(
             "docker.io".into(),
             RegistryConfig { mirrors: vec![RegistryHost::default()], ..Default::default() },
@@ -216,8 +297,8 @@ mod tests {
         let mut all = Vec::new();
         keys(&value, "", &mut all);
         let printed = default_config_toml();
-        // "docker.io" is a map key chosen by the user, not a config key.
-        for key in all.into_iter().filter(|key| key != "docker.io") {
+        // "docker.io" and "runc" are map keys chosen by the user, not config keys.
+        for key in all.into_iter().filter(|key| key != "docker.io" && key != "runc") {
             assert!(printed.contains(&format!("{key} =")) || printed.contains(&format!("{key}]")),
                 "`berthd config default` does not show key {key:?}");
         }

@@ -20,9 +20,93 @@
 //! not help until that content is fixed, which is FailedPrecondition's contract. DataLoss
 //! would tell an operator that berth lost or corrupted *its own* data, which it did not:
 //! a rejected pull leaves nothing behind.
+//!
+//! Pods and containers fail with a [`RuntimeError`], whose variant is the gRPC code; its
+//! message says what is wrong and what to fix (the id, the name, the path).
 
 use berth_images::{Error, ErrorKind};
 use tonic::{Code, Status};
+
+/// The error of every pod and container operation. The variant decides the gRPC code (in
+/// [`RuntimeError::code`], the one place); the text is the message the caller sees.
+/// Clone: one result of in-flight work may be handed to several waiting retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// An unknown pod, container or image id.
+    #[error("{0}")]
+    NotFound(String),
+    /// A pod or container name that is taken.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A request the caller must fix: missing metadata, bad mount source, bad option.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A valid request in the wrong state (start of a container that is not created).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The operation ran out of time (ExecSync timeout, shim not answering).
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The node's problem: mounts, namespaces, database, shim crashes, bugs.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl RuntimeError {
+    pub fn code(&self) -> Code {
+        match self {
+            RuntimeError::NotFound(_) => Code::NotFound,
+            RuntimeError::AlreadyExists(_) => Code::AlreadyExists,
+            RuntimeError::InvalidArgument(_) => Code::InvalidArgument,
+            RuntimeError::FailedPrecondition(_) => Code::FailedPrecondition,
+            RuntimeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            RuntimeError::Internal(_) => Code::Internal,
+        }
+    }
+
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        RuntimeError::Internal(message.to_string())
+    }
+
+    /// `context: error` as an Internal error.
+    pub fn internal_ctx(context: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {
+        RuntimeError::Internal(format!("{context}: {err}"))
+    }
+}
+
+impl From<RuntimeError> for Status {
+    fn from(err: RuntimeError) -> Status {
+        if err.code() == Code::Internal {
+            tracing::error!(error = %err, "request failed");
+        }
+        Status::new(err.code(), err.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for RuntimeError {
+    fn from(err: crate::store::StoreError) -> Self {
+        RuntimeError::Internal(err.to_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for RuntimeError {
+    fn from(err: tokio::task::JoinError) -> Self {
+        RuntimeError::Internal(format!("a berthd task failed unexpectedly: {err}; see berthd's log"))
+    }
+}
+
+/// Image store errors inside pod and container operations keep their code.
+impl From<berth_images::Error> for RuntimeError {
+    fn from(err: berth_images::Error) -> Self {
+        let message = err.to_string();
+        match code_for(err.kind()) {
+            Code::NotFound => RuntimeError::NotFound(message),
+            Code::InvalidArgument => RuntimeError::InvalidArgument(message),
+            Code::FailedPrecondition => RuntimeError::FailedPrecondition(message),
+            _ => RuntimeError::Internal(message),
+        }
+    }
+}
 
 pub fn code_for(kind: ErrorKind) -> Code {
     match kind {
@@ -61,6 +145,26 @@ mod tests {
         assert_eq!(code_for(ErrorKind::BadContent), Code::FailedPrecondition);
         assert_eq!(code_for(ErrorKind::NoSpace), Code::ResourceExhausted);
         assert_eq!(code_for(ErrorKind::Internal), Code::Internal);
+    }
+
+    #[test]
+    fn runtime_errors_map_to_their_codes() {
+        let cases = [
+            (RuntimeError::NotFound("pod x not found".into()), Code::NotFound),
+            (RuntimeError::AlreadyExists("name taken".into()), Code::AlreadyExists),
+            (RuntimeError::InvalidArgument("no metadata".into()), Code::InvalidArgument),
+            (RuntimeError::FailedPrecondition("not created".into()), Code::FailedPrecondition),
+            (RuntimeError::DeadlineExceeded("timeout".into()), Code::DeadlineExceeded),
+            (RuntimeError::Internal("mount failed".into()), Code::Internal),
+        ];
+        for (err, code) in cases {
+            let message = err.to_string();
+            let status = Status::from(err);
+            assert_eq!(status.code(), code);
+            assert_eq!(status.message(), message);
+        }
+        let err = RuntimeError::from(Error::ImageNotFound("busybox".into()));
+        assert_eq!(err.code(), Code::NotFound);
     }
 
     #[test]

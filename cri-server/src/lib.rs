@@ -4,7 +4,10 @@
 //! - [`server`]: startup (dirs, redb, image store, socket), serving, graceful shutdown.
 //! - [`runtime`]: CRI RuntimeService (Version, Status, RuntimeConfig; the rest not yet).
 //! - [`image`]: CRI ImageService, one file per RPC, over [`berth_images::ImageStore`].
-//! - [`errors`]: image store errors to gRPC codes, in one place.
+//! - [`errors`]: image store and runtime errors to gRPC codes, in one place.
+//! - [`store`]: pod and container records (`runtime.redb`) and CRI name reservations.
+//! - [`sandbox`]: a pod's resources: pinned namespaces, files, cgroup, network seam.
+//! - [`container`]: shims, rootfs, exits: what the container RPCs put together.
 //! - [`request_span`]: a span per request with its request id and RPC name.
 
 pub mod config;
@@ -13,4 +16,6 @@ pub mod errors;
 pub mod image;
 pub mod request_span;
 pub mod runtime;
+pub mod sandbox;
 pub mod server;
+pub mod store;

@@ -23,7 +23,9 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use crate::image::{ImageBackend, ImageServer};
 use crate::request_span::RequestSpanLayer;
-use crate::runtime::RuntimeServer;
+use crate::runtime::{RuntimeContext, RuntimeServer};
+use crate::sandbox::network::LoopbackNetwork;
+use crate::store::{RuntimeStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -54,6 +56,10 @@ pub enum ServerError {
     },
     #[error("opening the image store: {0}")]
     ImageStore(#[from] berth_images::Error),
+    #[error("opening the runtime store: {0}")]
+    RuntimeStore(#[from] StoreError),
+    #[error("recovering pods and containers: {0}")]
+    Recovery(#[from] crate::errors::RuntimeError),
     #[error("{what} failed unexpectedly: {reason}")]
     StartupTask { what: &'static str, reason: String },
     #[error("installing signal handlers: {0}")]
@@ -81,6 +87,19 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
 
     let store = open_image_store(&config).await?;
     let config_json = serde_json::to_string(&config).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"));
+    let runtime_store = open_runtime_store(&config).await?;
+    let runtime_ctx = Arc::new(RuntimeContext::new(
+        config.clone(),
+        config_json,
+        runtime_store,
+        store.clone(),
+        Arc::new(LoopbackNetwork),
+    ));
+    // Pods first (their names, leftovers of interrupted creations), then containers, which
+    // need to know the pods' PID holders. Both before the socket serves.
+    let pods = crate::runtime::restore_sandboxes(&runtime_ctx).await?;
+    let containers = crate::runtime::restart::recover_containers(&runtime_ctx).await?;
+    tracing::info!(pods, containers = ?containers, "pods and containers recovered");
 
     let socket = BoundSocket::bind(&socket_path)?;
     tracing::info!(
@@ -111,7 +130,7 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
             }
         }
     };
-    let serving = serve(socket, RuntimeServer::new(config_json), ImageServer::new(store), async {
+    let serving = serve(socket, RuntimeServer::new(runtime_ctx), ImageServer::new(store), async {
         let _ = first_signal_rx.await;
     });
     let socket_path_for_log = socket_path.clone();
@@ -245,6 +264,15 @@ async fn open_image_store(config: &Config) -> Result<Arc<ImageStore>, ServerErro
     .await
     .map_err(|err| ServerError::StartupTask { what: "opening the image store", reason: panic_reason(err) })??;
     Ok(Arc::new(opened))
+}
+
+/// Opens `<root>/runtime.redb` (pod and container records) on the blocking pool.
+async fn open_runtime_store(config: &Config) -> Result<RuntimeStore, ServerError> {
+    let path = config.runtime_db_path();
+    tokio::task::spawn_blocking(move || RuntimeStore::open(&path))
+        .await
+        .map_err(|err| ServerError::StartupTask { what: "opening the runtime store", reason: panic_reason(err) })?
+        .map_err(ServerError::from)
 }
 
 fn panic_reason(err: tokio::task::JoinError) -> String {

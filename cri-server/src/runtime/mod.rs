@@ -1,30 +1,43 @@
-//! CRI RuntimeService. Version, Status and RuntimeConfig answer truthfully; every pod and
-//! container RPC answers `Unimplemented` with a message saying why, until the runtime
-//! milestone builds them (one file per RPC, as these three).
+//! CRI RuntimeService, one file per RPC (or close group). The handlers share one
+//! [`RuntimeContext`]; RPCs berth does not implement yet answer `Unimplemented` saying so.
 
+pub mod context;
 mod runtime_config;
+mod sandbox_list;
+mod sandbox_remove;
+mod sandbox_run;
+mod sandbox_status;
+mod sandbox_stop;
 pub mod spec;
 mod status;
 mod version;
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::Stream;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use k8s_cri::v1::*;
 use tonic::{Request, Response, Status};
 
+pub use context::RuntimeContext;
+pub use sandbox_remove::remove_pod_sandbox;
+pub use sandbox_run::{restore_sandboxes, run_pod_sandbox};
+pub use sandbox_stop::stop_pod_sandbox;
 pub use status::{NETWORK_NOT_READY_REASON, NETWORK_READY, RUNTIME_READY};
 pub use version::{RUNTIME_API_VERSION, RUNTIME_NAME};
 
 pub struct RuntimeServer {
-    /// berthd's effective configuration as JSON, for verbose Status.
-    config_json: String,
+    ctx: Arc<RuntimeContext>,
 }
 
 impl RuntimeServer {
-    pub fn new(config_json: String) -> Self {
-        Self { config_json }
+    pub fn new(ctx: Arc<RuntimeContext>) -> Self {
+        Self { ctx }
+    }
+
+    pub fn context(&self) -> &Arc<RuntimeContext> {
+        &self.ctx
     }
 }
 
@@ -45,31 +58,34 @@ impl RuntimeService for RuntimeServer {
     }
 
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        Ok(Response::new(status::status(request.into_inner(), &self.config_json)))
+        Ok(Response::new(status::status(request.into_inner(), &self.ctx.config_json)))
     }
 
     async fn runtime_config(&self, request: Request<RuntimeConfigRequest>) -> Result<Response<RuntimeConfigResponse>, Status> {
         Ok(Response::new(runtime_config::runtime_config(request.into_inner())))
     }
 
-    async fn run_pod_sandbox(&self, _: Request<RunPodSandboxRequest>) -> Result<Response<RunPodSandboxResponse>, Status> {
-        Err(not_implemented_yet("RunPodSandbox"))
+    async fn run_pod_sandbox(&self, request: Request<RunPodSandboxRequest>) -> Result<Response<RunPodSandboxResponse>, Status> {
+        let pod_sandbox_id = sandbox_run::run_pod_sandbox(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id }))
     }
 
-    async fn stop_pod_sandbox(&self, _: Request<StopPodSandboxRequest>) -> Result<Response<StopPodSandboxResponse>, Status> {
-        Err(not_implemented_yet("StopPodSandbox"))
+    async fn stop_pod_sandbox(&self, request: Request<StopPodSandboxRequest>) -> Result<Response<StopPodSandboxResponse>, Status> {
+        sandbox_stop::stop_pod_sandbox_rpc(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(StopPodSandboxResponse {}))
     }
 
-    async fn remove_pod_sandbox(&self, _: Request<RemovePodSandboxRequest>) -> Result<Response<RemovePodSandboxResponse>, Status> {
-        Err(not_implemented_yet("RemovePodSandbox"))
+    async fn remove_pod_sandbox(&self, request: Request<RemovePodSandboxRequest>) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        sandbox_remove::remove_pod_sandbox_rpc(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(RemovePodSandboxResponse {}))
     }
 
-    async fn pod_sandbox_status(&self, _: Request<PodSandboxStatusRequest>) -> Result<Response<PodSandboxStatusResponse>, Status> {
-        Err(not_implemented_yet("PodSandboxStatus"))
+    async fn pod_sandbox_status(&self, request: Request<PodSandboxStatusRequest>) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        Ok(Response::new(sandbox_status::pod_sandbox_status(&self.ctx, request.into_inner())?))
     }
 
-    async fn list_pod_sandbox(&self, _: Request<ListPodSandboxRequest>) -> Result<Response<ListPodSandboxResponse>, Status> {
-        Err(not_implemented_yet("ListPodSandbox"))
+    async fn list_pod_sandbox(&self, request: Request<ListPodSandboxRequest>) -> Result<Response<ListPodSandboxResponse>, Status> {
+        Ok(Response::new(sandbox_list::list_pod_sandbox(&self.ctx, request.into_inner())?))
     }
 
     async fn create_container(&self, _: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
@@ -167,15 +183,41 @@ mod tests {
     use super::*;
     use tonic::Code;
 
+    /// A server over a temp root and state (nothing is created outside them).
+    fn test_server(dir: &std::path::Path) -> RuntimeServer {
+        let mut config = crate::config::Config::default();
+        config.root = dir.join("root");
+        config.state = dir.join("state");
+        std::fs::create_dir_all(&config.root).unwrap();
+        let db = Arc::new(redb::Database::create(config.metadata_db_path()).unwrap());
+        let images = Arc::new(berth_images::ImageStore::open(&config.root, db, config.images.clone()).unwrap());
+        let store = crate::store::RuntimeStore::open(&config.runtime_db_path()).unwrap();
+        let ctx = RuntimeContext::new(config, "{}".into(), store, images, Arc::new(crate::sandbox::network::LoopbackNetwork));
+        RuntimeServer::new(Arc::new(ctx))
+    }
+
+    #[tokio::test]
+    async fn pod_rpcs_check_their_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = test_server(dir.path());
+        let status = server.run_pod_sandbox(Request::new(RunPodSandboxRequest::default())).await.expect_err("no config");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let status = server
+            .pod_sandbox_status(Request::new(PodSandboxStatusRequest { pod_sandbox_id: "nope".into(), verbose: false }))
+            .await
+            .expect_err("unknown id");
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().contains("nope"), "{}", status.message());
+        let listed = server.list_pod_sandbox(Request::new(ListPodSandboxRequest::default())).await.unwrap();
+        assert!(listed.into_inner().items.is_empty());
+        server.stop_pod_sandbox(Request::new(StopPodSandboxRequest { pod_sandbox_id: "nope".into() })).await.unwrap();
+        server.remove_pod_sandbox(Request::new(RemovePodSandboxRequest { pod_sandbox_id: "nope".into() })).await.unwrap();
+    }
+
     #[tokio::test]
     async fn unbuilt_rpcs_answer_unimplemented_naming_the_rpc() {
-        let server = RuntimeServer::new("{}".into());
-        let status = server.run_pod_sandbox(Request::new(RunPodSandboxRequest::default())).await.expect_err("not built");
-        assert_eq!(status.code(), Code::Unimplemented);
-        assert!(status.message().contains("RunPodSandbox"), "{}", status.message());
-        let status = server.list_containers(Request::new(ListContainersRequest::default())).await.expect_err("not built");
-        assert_eq!(status.code(), Code::Unimplemented);
-        assert!(status.message().contains("ListContainers"));
+        let dir = tempfile::tempdir().unwrap();
+        let server = test_server(dir.path());
         let status = match server.get_container_events(Request::new(GetEventsRequest::default())).await {
             Ok(_) => panic!("GetContainerEvents must not stream yet"),
             Err(status) => status,

@@ -1,0 +1,75 @@
+//! StopPodSandbox: kill every container of the pod, stop the PID namespace holder, tear
+//! the network down and unpin the namespaces; the record becomes NOTREADY. Idempotent:
+//! every step tolerates having been done already, so a stop interrupted by a crash is
+//! finished by the next one, and an unknown id is success (kubelet expects it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_cri::v1::StopPodSandboxRequest;
+
+use crate::errors::RuntimeError;
+use crate::runtime::context::RuntimeContext;
+use crate::sandbox::namespaces;
+use crate::sandbox::network::PodNetworkRequest;
+use crate::sandbox::pid_holder;
+use crate::store::{now_ns, SandboxRecord, SandboxState};
+
+pub async fn stop_pod_sandbox_rpc(ctx: &Arc<RuntimeContext>, request: StopPodSandboxRequest) -> Result<(), RuntimeError> {
+    if request.pod_sandbox_id.is_empty() {
+        return Err(RuntimeError::InvalidArgument("StopPodSandbox: pod_sandbox_id is required".into()));
+    }
+    stop_pod_sandbox(ctx, &request.pod_sandbox_id).await
+}
+
+/// Stops pod `id`; an unknown pod is already stopped.
+pub async fn stop_pod_sandbox(ctx: &RuntimeContext, id: &str) -> Result<(), RuntimeError> {
+    let _pod = ctx.lock_pod(id).await;
+    let Some(record) = ctx.store.sandbox(id)? else {
+        tracing::debug!(sandbox = id, "StopPodSandbox of an unknown pod: nothing to do");
+        return Ok(());
+    };
+    stop_locked(ctx, record).await
+}
+
+/// The stop itself; the caller holds the pod lock.
+pub(crate) async fn stop_locked(ctx: &RuntimeContext, mut record: SandboxRecord) -> Result<(), RuntimeError> {
+    let id = record.id.clone();
+    for container in ctx.store.containers_of(&id)? {
+        // kubelet stops containers with their grace period before it stops the pod; what is
+        // still running here gets SIGKILL at once, as containerd does.
+        match crate::container::stop_container(ctx, &container.id, Duration::ZERO).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(err) => {
+                return Err(RuntimeError::Internal(format!("stopping container {} of pod {id}: {err}", container.id)));
+            }
+        }
+    }
+    if let Some(holder) = &record.pid_holder {
+        pid_holder::stop_pid_holder(&ctx.shim_dir(holder)).await;
+    }
+    if !record.host_network {
+        let network_request = PodNetworkRequest {
+            sandbox_id: id.clone(),
+            config: record.config.clone(),
+            netns_path: record.ns_dir.join("net"),
+        };
+        ctx.network.teardown(&network_request).await?;
+    }
+    let ns_dir = record.ns_dir.clone();
+    let shm = record.shm_path.clone();
+    tokio::task::spawn_blocking(move || {
+        namespaces::unpin_all(&ns_dir);
+        if let Some(shm) = shm {
+            super::sandbox_run::unmount_shm(&shm);
+        }
+    })
+    .await?;
+    if record.state != SandboxState::NotReady {
+        record.state = SandboxState::NotReady;
+        record.stopped_at_ns = now_ns();
+        ctx.store.put_sandbox(&record)?;
+        tracing::info!(sandbox = %id, "pod sandbox stopped");
+    }
+    Ok(())
+}

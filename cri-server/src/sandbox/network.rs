@@ -1,0 +1,60 @@
+//! The pod network seam. RunPodSandbox calls [`PodNetwork::setup`] once the pod's network
+//! namespace is pinned, StopPodSandbox calls [`PodNetwork::teardown`]. The networking
+//! milestone puts CNI behind this trait; until then [`LoopbackNetwork`] only brings `lo` up.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use k8s_cri::v1::PodSandboxConfig;
+
+use crate::errors::RuntimeError;
+
+/// What the network needs to know about a pod.
+#[derive(Debug, Clone)]
+pub struct PodNetworkRequest {
+    pub sandbox_id: String,
+    pub config: PodSandboxConfig,
+    /// The pinned network namespace file (`<state>/pods/<id>/ns/net`).
+    pub netns_path: PathBuf,
+}
+
+/// The result of a network setup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodNetworkStatus {
+    /// The pod's IPs, primary first (empty for a loopback-only pod).
+    pub ips: Vec<String>,
+}
+
+pub type NetworkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, RuntimeError>> + Send + 'a>>;
+
+/// A pod network implementation. Never called for host-network pods.
+pub trait PodNetwork: Send + Sync {
+    /// Connects the pod's network namespace. On error nothing must be left configured.
+    fn setup<'a>(&'a self, pod: &'a PodNetworkRequest) -> NetworkFuture<'a, PodNetworkStatus>;
+    /// Disconnects it. Idempotent: called again after a restart or a failed stop.
+    fn teardown<'a>(&'a self, pod: &'a PodNetworkRequest) -> NetworkFuture<'a, ()>;
+    /// Whether the network is ready for pods (CRI Status' NetworkReady).
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
+/// Loopback only: `lo` up inside the pod's network namespace, nothing else.
+#[derive(Debug, Default)]
+pub struct LoopbackNetwork;
+
+impl PodNetwork for LoopbackNetwork {
+    fn setup<'a>(&'a self, pod: &'a PodNetworkRequest) -> NetworkFuture<'a, PodNetworkStatus> {
+        Box::pin(async move {
+            let netns = pod.netns_path.clone();
+            tokio::task::spawn_blocking(move || super::namespaces::bring_loopback_up(&netns)).await??;
+            Ok(PodNetworkStatus::default())
+        })
+    }
+
+    fn teardown<'a>(&'a self, _pod: &'a PodNetworkRequest) -> NetworkFuture<'a, ()> {
+        // lo goes away with the namespace.
+        Box::pin(async { Ok(()) })
+    }
+}
