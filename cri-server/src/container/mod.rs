@@ -5,13 +5,22 @@
 //! - [`exit`]: exit records to CRI reasons (Completed, Error, OOMKilled, StartError, Unknown).
 //! - [`signal`]: the image's StopSignal.
 //! - [`name`]: the reservation name of a container.
+//! - [`lifecycle`]: stop, remove, exit observation and watching (SANDBOX calls
+//!   [`stop_container`] and [`remove_container`]).
+//! - [`service`]: per-container operation locks and watched set.
+//! - [`watch`]: the shim's Wait on an async socket.
 //! - [`undo`]: the undo stack that makes a failed CreateContainer leave nothing.
 
 pub mod exit;
+pub mod lifecycle;
 pub mod name;
 pub mod rootfs;
+pub mod service;
 pub mod shim;
 pub mod signal;
 pub mod undo;
+pub mod watch;
 
+pub use lifecycle::{remove_container, stop_container};
+pub use service::ContainerService;
 pub use shim::{spawn_shim, ShimCommand, SpawnShimError};

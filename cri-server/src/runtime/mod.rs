@@ -1,7 +1,16 @@
 //! CRI RuntimeService, one file per RPC (or close group). The handlers share one
 //! [`RuntimeContext`]; RPCs berth does not implement yet answer `Unimplemented` saying so.
 
+mod container_create;
+mod container_list;
+mod container_remove;
+mod container_start;
+mod container_status;
+mod container_stop;
 pub mod context;
+mod exec_sync;
+mod reopen_log;
+pub mod restart;
 mod runtime_config;
 mod sandbox_list;
 mod sandbox_remove;
@@ -88,28 +97,28 @@ impl RuntimeService for RuntimeServer {
         Ok(Response::new(sandbox_list::list_pod_sandbox(&self.ctx, request.into_inner())?))
     }
 
-    async fn create_container(&self, _: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
-        Err(not_implemented_yet("CreateContainer"))
+    async fn create_container(&self, request: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
+        Ok(Response::new(container_create::create_container(&self.ctx, request.into_inner()).await?))
     }
 
-    async fn start_container(&self, _: Request<StartContainerRequest>) -> Result<Response<StartContainerResponse>, Status> {
-        Err(not_implemented_yet("StartContainer"))
+    async fn start_container(&self, request: Request<StartContainerRequest>) -> Result<Response<StartContainerResponse>, Status> {
+        Ok(Response::new(container_start::start_container(&self.ctx, request.into_inner()).await?))
     }
 
-    async fn stop_container(&self, _: Request<StopContainerRequest>) -> Result<Response<StopContainerResponse>, Status> {
-        Err(not_implemented_yet("StopContainer"))
+    async fn stop_container(&self, request: Request<StopContainerRequest>) -> Result<Response<StopContainerResponse>, Status> {
+        Ok(Response::new(container_stop::stop_container(&self.ctx, request.into_inner()).await?))
     }
 
-    async fn remove_container(&self, _: Request<RemoveContainerRequest>) -> Result<Response<RemoveContainerResponse>, Status> {
-        Err(not_implemented_yet("RemoveContainer"))
+    async fn remove_container(&self, request: Request<RemoveContainerRequest>) -> Result<Response<RemoveContainerResponse>, Status> {
+        Ok(Response::new(container_remove::remove_container(&self.ctx, request.into_inner()).await?))
     }
 
-    async fn list_containers(&self, _: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
-        Err(not_implemented_yet("ListContainers"))
+    async fn list_containers(&self, request: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
+        Ok(Response::new(container_list::list_containers(&self.ctx, request.into_inner()).await?))
     }
 
-    async fn container_status(&self, _: Request<ContainerStatusRequest>) -> Result<Response<ContainerStatusResponse>, Status> {
-        Err(not_implemented_yet("ContainerStatus"))
+    async fn container_status(&self, request: Request<ContainerStatusRequest>) -> Result<Response<ContainerStatusResponse>, Status> {
+        Ok(Response::new(container_status::container_status(&self.ctx, request.into_inner()).await?))
     }
 
     async fn update_container_resources(
@@ -119,12 +128,12 @@ impl RuntimeService for RuntimeServer {
         Err(not_implemented_yet("UpdateContainerResources"))
     }
 
-    async fn reopen_container_log(&self, _: Request<ReopenContainerLogRequest>) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        Err(not_implemented_yet("ReopenContainerLog"))
+    async fn reopen_container_log(&self, request: Request<ReopenContainerLogRequest>) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        Ok(Response::new(reopen_log::reopen_container_log(&self.ctx, request.into_inner()).await?))
     }
 
-    async fn exec_sync(&self, _: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
-        Err(not_implemented_yet("ExecSync"))
+    async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
+        Ok(Response::new(exec_sync::exec_sync(&self.ctx, request.into_inner()).await?))
     }
 
     async fn exec(&self, _: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
