@@ -334,9 +334,11 @@ fn with_cgroup_root(config_toml: &str, cgroup_root: &str) -> String {
         return config_toml.to_string();
     }
     let mut key = format!("cgroup_root = \"{cgroup_root}\"");
+    let mut tail = String::new();
     if let Some(runtime) = std::env::var_os("BERTH_TEST_OCI_RUNTIME") {
-        if !config_toml.contains("default_runtime") {
-            key.push_str(&format!("\ndefault_runtime = \"{}\"", runtime.to_string_lossy()));
+        if !config_toml.contains("default_runtime") && !config_toml.contains("[runtime.runtimes]") {
+            key.push_str("\ndefault_runtime = \"berth-test-oci\"");
+            tail = format!("\n[runtime.runtimes]\nberth-test-oci = \"{}\"\n", runtime.to_string_lossy());
         }
     }
     let mut out = String::new();
@@ -353,6 +355,7 @@ fn with_cgroup_root(config_toml: &str, cgroup_root: &str) -> String {
     if !inserted {
         out.push_str(&format!("\n[runtime]\n{key}\n"));
     }
+    out.push_str(&tail);
     out
 }
 

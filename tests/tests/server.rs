@@ -46,19 +46,19 @@ async fn version_status_and_runtime_config_answer() {
 }
 
 #[tokio::test]
-async fn unbuilt_runtime_rpcs_answer_unimplemented() {
+async fn empty_runtime_requests_are_invalid_argument() {
     let berthd = Berthd::start().await;
     let mut runtime = berthd.runtime().await;
 
-    let err = runtime.run_pod_sandbox(RunPodSandboxRequest::default()).await.expect_err("RunPodSandbox is not built yet");
-    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-    assert!(!err.message().is_empty(), "Unimplemented says what is missing: {err:?}");
+    let err = runtime.run_pod_sandbox(RunPodSandboxRequest::default()).await.expect_err("RunPodSandbox without a config");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(!err.message().is_empty(), "the error says what is missing: {err:?}");
 
-    let err = runtime.create_container(CreateContainerRequest::default()).await.expect_err("CreateContainer is not built yet");
-    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    let err = runtime.create_container(CreateContainerRequest::default()).await.expect_err("CreateContainer without a config");
+    assert!(matches!(err.code(), Code::InvalidArgument | Code::NotFound), "{err:?}");
 
     // The daemon is still fine afterwards.
-    runtime.version(VersionRequest::default()).await.expect("Version after Unimplemented");
+    runtime.version(VersionRequest::default()).await.expect("Version after refused requests");
 }
 
 #[tokio::test]
