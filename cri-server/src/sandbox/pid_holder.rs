@@ -1,7 +1,7 @@
 //! A pod's shared PID namespace holder: a berth-shim started with `--builtin-init`, whose
 //! PID 1 is the shim's own tiny init. The pod's containers join `/proc/<pid>/ns/pid`.
 //!
-//! Its shim id is `<pod id>-pid-holder` (state dir `<state>/shims/<that id>`, which container
+//! Its shim id is the pod id (state dir `<state>/shims/<pod id>`, which container
 //! recovery skips because the pod record names it); its bundle lives with the pod's files
 //! (`<root>/pods/<id>/pid-holder/`), not under `containers/`. It always runs on the shim's
 //! built-in runtime: an external OCI runtime has no built-in init.
@@ -29,9 +29,10 @@ pub struct PidHolder {
     pub pid: i32,
 }
 
-/// The holder's shim id.
+/// The holder's shim id: the pod's id. Ids are random, so it never meets a container's;
+/// and it must stay 64 characters: the control socket path has at most 107 bytes.
 pub fn pid_holder_id(sandbox_id: &str) -> String {
-    format!("{sandbox_id}-pid-holder")
+    sandbox_id.to_string()
 }
 
 /// The holder's bundle dir: `<root>/pods/<id>/pid-holder`.

@@ -77,7 +77,7 @@ pub struct SandboxRecord {
     pub host_pid: bool,
     #[serde(default)]
     pub host_ipc: bool,
-    /// The shim id of the shared PID namespace holder (`<id>-pid-holder`; its state dir is
+    /// The shim id of the shared PID namespace holder (the pod id; its state dir is
     /// `<state>/shims/<that id>`), when the pod shares one PID namespace.
     #[serde(default)]
     pub pid_holder: Option<String>,
