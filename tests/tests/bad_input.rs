@@ -54,7 +54,9 @@ async fn unknown_ids_are_not_found() {
     assert_code(env.rt.start_container(StartContainerRequest { container_id: unknown.clone() }).await, Code::NotFound);
     assert_code(env.try_exec(&unknown, &["true"], 0).await, Code::NotFound);
     assert_code(env.pod_status(&unknown).await, Code::NotFound);
-    env.stop_container(&unknown, 0).await.expect("StopContainer of an unknown id is a no-op");
+    // containerd answers NotFound here, CRI-O Ok; kubelet takes both.
+    let stopped = env.stop_container(&unknown, 0).await;
+    assert!(stopped.is_ok() || stopped.as_ref().err().map(|e| e.code()) == Some(Code::NotFound), "{stopped:?}");
     env.remove_container(&unknown).await.expect("RemoveContainer of an unknown id is a no-op");
 
     // A container in a pod that does not exist.

@@ -44,7 +44,9 @@ async fn create_start_exit_remove() {
     env.remove_container(&id).await.expect("RemoveContainer");
     assert_code(env.container_status(&id).await, Code::NotFound);
     env.remove_container(&id).await.expect("RemoveContainer of a removed container is a no-op");
-    env.stop_container(&id, 0).await.expect("StopContainer of a removed container is a no-op");
+    // containerd answers NotFound here, CRI-O Ok; kubelet takes both.
+    let stopped = env.stop_container(&id, 0).await;
+    assert!(stopped.is_ok() || stopped.as_ref().err().map(|e| e.code()) == Some(Code::NotFound), "{stopped:?}");
     env.finish().await;
 }
 
