@@ -305,3 +305,47 @@ async fn shared_pid_namespace_has_a_holder_that_goes_with_the_pod() {
     remove(&mut rt, &id).await.expect("remove");
     berthd.assert_no_runtime_leaks();
 }
+
+/// kubelet's RunPodSandbox deadline passing while berthd works: the work goes on, the retry
+/// gets the same pod; a pod nobody comes back for is removed after the TTL.
+#[tokio::test]
+async fn a_run_whose_caller_gave_up_goes_to_the_retry_or_is_cleaned_up() {
+    let berthd = Berthd::start_with("[runtime]\nunclaimed_resource_ttl_secs = 2\n").await;
+    let mut rt = berthd.runtime().await;
+    let impatient = |config: &PodSandboxConfig| {
+        let mut request = tonic::Request::new(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() });
+        // The deadline travels as grpc-timeout; berthd's server drops the handler at it.
+        request.set_timeout(std::time::Duration::from_millis(1));
+        request
+    };
+
+    let config = pod_config("impatient");
+    let gave_up = rt.run_pod_sandbox(impatient(&config)).await;
+    assert!(matches!(gave_up.as_ref().map_err(|s| s.code()), Err(Code::DeadlineExceeded | Code::Cancelled)), "{gave_up:?}");
+    let id = run(&mut rt, &config).await.expect("the retry gets the pod");
+    let pods = list(&mut rt, None).await;
+    assert_eq!(pods.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), [id.as_str()], "one pod, not two");
+    // Claimed: it outlives the TTL.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(list(&mut rt, None).await.len(), 1);
+
+    let abandoned = pod_config("abandoned");
+    let _ = rt.run_pod_sandbox(impatient(&abandoned)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = false;
+    loop {
+        let count = list(&mut rt, None).await.len();
+        seen |= count == 2;
+        if seen && count == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the abandoned pod was not cleaned up (seen: {seen})");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Its name is free again.
+    let fresh = run(&mut rt, &abandoned).await.expect("name free after the clean-up");
+    for pod in [id, fresh] {
+        remove(&mut rt, &pod).await.unwrap();
+    }
+    berthd.assert_no_runtime_leaks();
+}

@@ -122,6 +122,7 @@ async fn assemble(
     let sysctls = spec::validate_sysctls(&linux.sysctls, modes).map_err(spec_error)?;
     let hostname = pod_hostname(&config, modes.host_network);
 
+    let mut steps = StepTimer::new(id);
     let state_dir = ctx.pod_state_dir(id);
     let ns_dir = state_dir.join("ns");
     let pod_dir = ctx.pod_dir(id);
@@ -173,6 +174,7 @@ async fn assemble(
         tokio::task::spawn_blocking(move || namespaces::pin_namespaces(&ns_dir, &kinds, &setup)).await??;
     }
     record.pinned_namespaces = kinds.iter().map(|k| k.name().to_string()).collect();
+    steps.done("namespaces");
 
     // The pod's /dev/shm, shared by its containers as its IPC namespace is.
     if !modes.host_ipc {
@@ -184,6 +186,7 @@ async fn assemble(
         let target = shm.clone();
         tokio::task::spawn_blocking(move || mount_shm(&target)).await??;
         record.shm_path = Some(shm);
+        steps.done("shm");
     }
 
     // Network.
@@ -197,6 +200,7 @@ async fn assemble(
             }
         });
         record.ips = status.ips;
+        steps.done("network");
     }
 
     // Files.
@@ -216,6 +220,7 @@ async fn assemble(
             files::write_pod_files(&pod_dir, &files::PodFilesInput { hostname: &hostname, host_network, dns: dns.as_ref(), ips: &ips })
         })
         .await??;
+        steps.done("files");
     }
 
     // Cgroup.
@@ -230,6 +235,7 @@ async fn assemble(
                 }
             });
         }
+        steps.done("cgroup");
     }
 
     // Shared PID namespace.
@@ -237,10 +243,30 @@ async fn assemble(
         let holder = crate::sandbox::pid_holder::start_pid_holder(ctx, &record, undo).await?;
         record.pid_holder = Some(holder.id);
         record.pid_holder_pid = Some(holder.pid);
+        steps.done("pid holder");
     }
 
     ctx.store.put_sandbox(&record)?;
+    steps.done("record");
     Ok(record)
+}
+
+/// Logs how long each step of a RunPodSandbox took (debug level), for latency work.
+struct StepTimer<'a> {
+    sandbox: &'a str,
+    last: std::time::Instant,
+}
+
+impl<'a> StepTimer<'a> {
+    fn new(sandbox: &'a str) -> Self {
+        StepTimer { sandbox, last: std::time::Instant::now() }
+    }
+
+    fn done(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        tracing::debug!(sandbox = self.sandbox, step, elapsed_us = (now - self.last).as_micros() as u64, "RunPodSandbox step done");
+        self.last = now;
+    }
 }
 
 fn spec_error(err: spec::SpecError) -> RuntimeError {
