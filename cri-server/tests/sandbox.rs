@@ -262,6 +262,11 @@ async fn pods_survive_kill_9_of_berthd() {
     let id = run(&mut rt, &config).await.expect("RunPodSandbox");
     let stopped = run(&mut rt, &pod_config("stopped")).await.expect("RunPodSandbox");
     stop(&mut rt, &stopped).await.unwrap();
+    let mut shared_config = pod_config("sharedpid");
+    share_pid_namespace(&mut shared_config);
+    let shared = run(&mut rt, &shared_config).await.expect("RunPodSandbox shared pid");
+    let holder_pid = |info: &HashMap<String, String>| serde_json::from_str::<serde_json::Value>(&info["info"]).unwrap()["pid"].as_i64().unwrap();
+    let pid_before = holder_pid(&status(&mut rt, &shared).await.unwrap().1);
 
     berthd.kill9();
     berthd.restart().await;
@@ -275,8 +280,13 @@ async fn pods_survive_kill_9_of_berthd() {
     assert_eq!(nsenter("uts", &dir.join("uts"), &["hostname"]), "survivor-host");
     // The name is still taken after the restart.
     assert_code(run(&mut rt, &config).await, Code::AlreadyExists);
+    // The PID namespace holder outlived berthd.
+    assert_eq!(state_of(&shared), Some(PodSandboxState::SandboxReady as i32), "{pods:?}");
+    let (_, info) = status(&mut rt, &shared).await.unwrap();
+    assert_eq!(holder_pid(&info), pid_before);
+    assert!(Path::new(&format!("/proc/{pid_before}")).exists());
 
-    for pod in [id, stopped] {
+    for pod in [id, stopped, shared] {
         remove(&mut rt, &pod).await.expect("remove after restart");
     }
     berthd.assert_no_runtime_leaks();

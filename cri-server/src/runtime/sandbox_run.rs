@@ -318,8 +318,15 @@ pub async fn restore_sandboxes(ctx: &Arc<RuntimeContext>) -> Result<usize, Runti
                 .iter()
                 .filter(|kind| !namespaces::is_pinned(&record.ns_dir.join(kind.as_str())))
                 .collect();
-            if !lost.is_empty() {
-                tracing::warn!(sandbox = %record.id, namespaces = ?lost, "pinned namespaces are gone (reboot?): pod is NOTREADY");
+            let holder_gone = match &record.pid_holder {
+                Some(holder) => !crate::sandbox::pid_holder::is_running(&ctx.shim_dir(holder)).await,
+                None => false,
+            };
+            if !lost.is_empty() || holder_gone {
+                tracing::warn!(
+                    sandbox = %record.id, namespaces = ?lost, pid_holder_gone = holder_gone,
+                    "the pod lost namespaces while berthd was down (reboot?): pod is NOTREADY"
+                );
                 let mut record = record.clone();
                 record.state = SandboxState::NotReady;
                 record.stopped_at_ns = now_ns();

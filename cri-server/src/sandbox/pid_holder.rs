@@ -120,3 +120,11 @@ pub async fn remove_shim_dir(state_dir: &Path) {
     })
     .await;
 }
+
+/// True when the holder's shim answers and its init has not exited.
+pub async fn is_running(state_dir: &Path) -> bool {
+    match call(state_dir, |client| client.status()).await {
+        Ok(status) => status.exit.is_none(),
+        Err(_) => false,
+    }
+}
