@@ -163,11 +163,13 @@ async fn send_signal(record: &ContainerRecord, signal: i32, all: bool) {
 
 /// Stops a container: its image's stop signal (or SIGTERM), up to `timeout` for it to
 /// exit, then SIGKILL to every process in it. Zero timeout: SIGKILL at once. Returns once
-/// the exit is recorded. Unknown id: NotFound. Already exited: Ok.
+/// the exit is recorded. Already exited, or unknown (already removed): Ok, as the CRI
+/// contract and containerd have it ("must not return an error if already stopped").
 pub async fn stop_container(ctx: &RuntimeContext, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
     let _lock = service(ctx).lock(id).await;
     let Some(record) = ctx.store.container(id)? else {
-        return Err(RuntimeError::NotFound(format!("container {id} not found")));
+        tracing::debug!(container = id, "StopContainer of an unknown container: nothing to stop");
+        return Ok(());
     };
     stop_locked(ctx, &record, timeout).await
 }
