@@ -359,3 +359,30 @@ async fn a_run_whose_caller_gave_up_goes_to_the_retry_or_is_cleaned_up() {
     }
     berthd.assert_no_runtime_leaks();
 }
+
+#[tokio::test]
+async fn twenty_pods_in_parallel() {
+    let berthd = Berthd::start().await;
+    let rt = berthd.runtime().await;
+    let runs = (0..20).map(|i| {
+        let mut rt = rt.clone();
+        async move { run(&mut rt, &pod_config(&format!("par{i}"))).await }
+    });
+    let ids: Vec<String> = futures::future::join_all(runs).await.into_iter().map(|r| r.expect("RunPodSandbox")).collect();
+    let mut rt = rt;
+    let pods = list(&mut rt, Some(state_filter(PodSandboxState::SandboxReady))).await;
+    assert_eq!(pods.len(), 20);
+    for id in &ids {
+        let dir = ns_dir(&berthd, id);
+        assert_eq!(leaks::ns_mounts_under(&dir).len(), 3, "{id}");
+    }
+    let removes = ids.iter().map(|id| {
+        let mut rt = rt.clone();
+        async move { remove(&mut rt, id).await }
+    });
+    for result in futures::future::join_all(removes).await {
+        result.expect("RemovePodSandbox");
+    }
+    assert!(list(&mut rt, None).await.is_empty());
+    berthd.assert_no_runtime_leaks();
+}
