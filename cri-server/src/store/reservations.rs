@@ -153,7 +153,11 @@ impl Reservations {
             // which nobody has yet). Nothing to deliver to.
             return;
         };
-        let delivered = waiters.into_iter().fold(false, |delivered, waiter| waiter.send(outcome.clone()).is_ok() || delivered);
+        // Every waiter gets the outcome (no short-circuit): the first caller and each retry.
+        let mut delivered = false;
+        for waiter in waiters {
+            delivered |= waiter.send(outcome.clone()).is_ok();
+        }
         match outcome {
             Err(err) => {
                 tracing::debug!(kind = self.kind, name, id = %id, error = %err, "work failed; name freed");
