@@ -23,9 +23,26 @@ const MAX_STATUS_LINE: u64 = 64 * 1024;
 /// still runs after `timeout`, `Err(NotRunning)` when the shim is gone without a record.
 pub async fn wait_exit(shim_dir: &Path, timeout: Duration) -> Result<Option<ExitInfo>, ShimClientError> {
     match wait_request(shim_dir, timeout).await {
+        Ok(answer) => Ok(answer),
         Err(ShimClientError::NotRunning) => exit_record(shim_dir).and_then(|exit| exit.map(Some).ok_or(ShimClientError::NotRunning)),
-        other => other,
+        // The shim exits right after writing its exit record and may drop our connection
+        // (reset) on its way out: the record, if there, is the answer.
+        Err(e) => match exit_record(shim_dir) {
+            Ok(Some(exit)) => Ok(Some(exit)),
+            _ => Err(e),
+        },
     }
+}
+
+/// Errors that mean the shim's socket is gone or closed under us.
+fn is_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound
+            | std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+    )
 }
 
 /// `exit.json` of the shim in `shim_dir`, if it wrote one.
@@ -37,19 +54,14 @@ async fn wait_request(shim_dir: &Path, timeout: Duration) -> Result<Option<ExitI
     let socket: PathBuf = shim_dir.join(CONTROL_SOCKET);
     let mut stream = match tokio::net::UnixStream::connect(&socket).await {
         Ok(stream) => stream,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
-            return Err(ShimClientError::NotRunning)
-        }
+        Err(e) if is_gone(&e) => return Err(ShimClientError::NotRunning),
         Err(e) => return Err(ShimClientError::Io(e)),
     };
     let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     let line = protocol::encode_line(&Request::Wait { timeout_ms }).map_err(|e| ShimClientError::Protocol(e.to_string()))?;
     debug_assert!(line.len() < MAX_REQUEST_BYTES);
     if let Err(e) = stream.write_all(&line).await {
-        return Err(match e.kind() {
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => ShimClientError::NotRunning,
-            _ => ShimClientError::Io(e),
-        });
+        return Err(if is_gone(&e) { ShimClientError::NotRunning } else { ShimClientError::Io(e) });
     }
     let mut answer = Vec::new();
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(stream, MAX_STATUS_LINE));
@@ -61,7 +73,7 @@ async fn wait_request(shim_dir: &Path, timeout: Duration) -> Result<Option<ExitI
                 format!("shim at {} did not answer Wait in time", socket.display()),
             )))
         }
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => return Err(ShimClientError::NotRunning),
+        Ok(Err(e)) if is_gone(&e) => return Err(ShimClientError::NotRunning),
         Ok(Err(e)) => return Err(ShimClientError::Io(e)),
         Ok(Ok(_)) => {}
     }

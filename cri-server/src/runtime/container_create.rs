@@ -173,7 +173,8 @@ async fn create_steps(
             hostname: existing(sandbox.hostname_path()),
             hosts: existing(sandbox.hosts_path()),
             resolv_conf: existing(sandbox.resolv_conf_path()),
-            shm: None,
+            // The pod's /dev/shm (a tmpfs shared like its IPC namespace), when it has one.
+            shm: sandbox.shm_path.clone().filter(|p| p.exists()),
         },
         cgroups_path: cgroups_path.clone(),
         host_min_oom_score_adj: ctx.host_min_oom_score_adj,
