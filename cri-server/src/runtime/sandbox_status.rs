@@ -41,7 +41,8 @@ fn status_of(record: &SandboxRecord) -> PodSandboxStatus {
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.clone());
-    let network = (!record.host_network && record.state == SandboxState::Ready).then(|| PodSandboxNetworkStatus {
+    // Always present, as containerd answers: empty for host-network and loopback-only pods.
+    let network = Some(PodSandboxNetworkStatus {
         ip: record.ips.first().cloned().unwrap_or_default(),
         additional_ips: record.ips.iter().skip(1).map(|ip| PodIp { ip: ip.clone() }).collect(),
     });

@@ -57,4 +57,9 @@ impl PodNetwork for LoopbackNetwork {
         // lo goes away with the namespace.
         Box::pin(async { Ok(()) })
     }
+
+    /// Pods get no connectivity beyond themselves: not a pod network kubelet can rely on.
+    fn ready(&self) -> bool {
+        false
+    }
 }
