@@ -302,3 +302,72 @@ fn destroy_cgroup(cgroup_path: &str) {
         Err(e) => tracing::debug!(cgroup = cgroup_path, error = %e, "no cgroup manager"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_shim::monitor::write_exit_file;
+    use berth_shim::protocol::ExitInfo;
+
+    fn record(shim_dir: &Path, state: ContainerState) -> ContainerRecord {
+        ContainerRecord {
+            id: "c".repeat(64),
+            sandbox_id: "p".repeat(64),
+            name: "app_pod_ns_uid_0".into(),
+            config: Default::default(),
+            image_ref: "busybox".into(),
+            image_id: "sha256:00".into(),
+            state,
+            created_at_ns: 1,
+            started_at_ns: 0,
+            finished_at_ns: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            log_path: None,
+            bundle_dir: shim_dir.join("bundle"),
+            rootfs_dir: shim_dir.join("bundle/rootfs"),
+            shim_dir: shim_dir.to_path_buf(),
+            cgroup_path: String::new(),
+            runtime: None,
+            pid: 0,
+            oom_killed: false,
+        }
+    }
+
+    #[test]
+    fn exit_record_wins_and_a_vanished_shim_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        // No shim.pid, no exit.json: the shim vanished.
+        let lost = observe_end(&record(dir.path(), ContainerState::Running)).expect("an end");
+        assert_eq!((lost.exit_code, lost.reason.as_str()), (255, "Unknown"));
+        assert!(lost.message.contains("vanished"), "{}", lost.message);
+        // Exited records are not looked at.
+        assert!(observe_end(&record(dir.path(), ContainerState::Exited)).is_none());
+
+        let exit = ExitInfo { exit_code: 7, exited_at_ns: 300, started_at_ns: 100, oom_killed: false, signal: 0 };
+        write_exit_file(dir.path(), &exit).unwrap();
+        let mut rec = record(dir.path(), ContainerState::Created);
+        let finished = observe_end(&rec).expect("an end");
+        apply_finished(&mut rec, &finished);
+        assert_eq!(rec.state, ContainerState::Exited);
+        assert_eq!((rec.exit_code, rec.finished_at_ns, rec.started_at_ns, rec.reason.as_str()), (7, 300, 100, "Error"));
+        assert!(!rec.oom_killed);
+    }
+
+    #[test]
+    fn a_live_shim_without_exit_is_still_running() {
+        let dir = tempfile::tempdir().unwrap();
+        // A process whose command line names this state dir stands in for the shim.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30", "sh", "--state-dir"])
+            .arg(dir.path())
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.path().join(SHIM_PID_FILE), child.id().to_string()).unwrap();
+        let running = observe_end(&record(dir.path(), ContainerState::Running));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(running.is_none(), "{running:?}");
+    }
+}
