@@ -10,6 +10,7 @@ use oci_spec::runtime::Spec;
 use super::diag::log_warn;
 use super::runtime::{ContainerRuntime, ExecChild, ExecCommand, StdioFds};
 use crate::cgroups::{self, CgroupManager};
+use crate::container::{self, InitMode};
 
 pub struct BuiltinRuntime {
     bundle: PathBuf,
@@ -22,7 +23,6 @@ pub struct BuiltinRuntime {
     cgroup_made: bool,
 }
 
-/// The created container until Start releases it.
 type PendingStart = ContainerHandle;
 
 impl BuiltinRuntime {
@@ -102,36 +102,46 @@ impl ContainerRuntime for BuiltinRuntime {
 
 // ---- the calls into crate::container (the CONTAINER engineer's module) ----
 
-/// Stand-in until `crate::container` lands: the monitor is tested with `--runtime runc`.
-pub struct ContainerHandle {
-    pid: Pid,
-}
+/// The created container until Start releases it.
+pub struct ContainerHandle(container::CreatedContainer);
 
 impl ContainerHandle {
     fn pid(&self) -> Pid {
-        self.pid
+        self.0.pid()
     }
     fn start(self) -> Result<(), String> {
-        Err("the built-in runtime is not available yet".into())
+        self.0.start().map_err(|e| e.to_string())
     }
+}
+
+fn to_container_stdio(stdio: StdioFds) -> container::Stdio {
+    container::Stdio { stdin: Some(stdio.stdin), stdout: stdio.stdout, stderr: stdio.stderr }
 }
 
 fn container_create(
-    _spec: &Spec,
-    _bundle: &Path,
-    _stdio: StdioFds,
-    _place_in_cgroup: &mut dyn FnMut(Pid) -> Result<(), String>,
-    _builtin_init: bool,
+    spec: &Spec,
+    bundle: &Path,
+    stdio: StdioFds,
+    place_in_cgroup: &mut dyn FnMut(Pid) -> Result<(), String>,
+    builtin_init: bool,
 ) -> Result<ContainerHandle, String> {
-    Err("the built-in runtime is not available yet; use --runtime".into())
+    let mode = if builtin_init { InitMode::Builtin(builtin_init_main) } else { InitMode::Exec };
+    container::create(spec, bundle, to_container_stdio(stdio), place_in_cgroup, mode)
+        .map(ContainerHandle)
+        .map_err(|e| e.to_string())
+}
+
+fn builtin_init_main() -> ! {
+    super::init::builtin_init()
 }
 
 fn container_exec(
-    _init: Pid,
-    _spec: &Spec,
-    _command: &ExecCommand<'_>,
-    _stdio: StdioFds,
-    _place_in_cgroup: &mut dyn FnMut(Pid) -> Result<(), String>,
+    init: Pid,
+    spec: &Spec,
+    command: &ExecCommand<'_>,
+    stdio: StdioFds,
+    place_in_cgroup: &mut dyn FnMut(Pid) -> Result<(), String>,
 ) -> Result<Pid, String> {
-    Err("the built-in runtime is not available yet".into())
+    container::exec_in(init, spec, command.args, command.env, command.cwd, to_container_stdio(stdio), place_in_cgroup)
+        .map_err(|e| e.to_string())
 }

@@ -337,8 +337,8 @@ pub fn wait_times_out(runtime: Option<&str>) {
 }
 
 /// A command that does not exist fails (at create or at start) with a message naming it,
-/// and leaves nothing behind.
-pub fn missing_binary(runtime: Option<&str>) -> String {
+/// and leaves nothing behind. Returns the message and whether it was start that failed.
+pub fn missing_binary(runtime: Option<&str>) -> (String, bool) {
     let bundle = Bundle::new(&["/no/such/binary"], runtime);
     let output = bundle.create();
     let message = if output.status.success() {
@@ -357,7 +357,7 @@ pub fn missing_binary(runtime: Option<&str>) -> String {
         stderr_of(&output)
     };
     assert!(message.contains("/no/such/binary"), "message names the binary: {message}");
-    message
+    (message, output.status.success())
 }
 
 /// The shim is detached: killing the process that ran `berth-shim create` (and its whole
