@@ -240,8 +240,18 @@ async fn bad_input_is_refused_and_leaves_nothing() {
     berthd.assert_no_runtime_leaks();
     assert!(std::fs::read_dir(berthd.state().join("pods")).map(|d| d.count()).unwrap_or(0) == 0);
 
-    // The failed name is free.
+    // A cgroup parent berth cannot use (made while the namespaces are pinned: both undone).
     config.linux.as_mut().unwrap().sysctls.clear();
+    for parent in ["/kubepods/../escape", "kubepods-besteffort.slice:cri-containerd:x"] {
+        config.linux.as_mut().unwrap().cgroup_parent = parent.to_string();
+        let message = assert_code(run(&mut rt, &config).await, Code::InvalidArgument);
+        assert!(message.contains("cgroup"), "{message}");
+    }
+    config.linux.as_mut().unwrap().cgroup_parent.clear();
+    assert!(list(&mut rt, None).await.is_empty());
+    berthd.assert_no_runtime_leaks();
+
+    // The failed name is free.
     let id = run(&mut rt, &config).await.expect("same name after a failure");
 
     // Unknown ids.

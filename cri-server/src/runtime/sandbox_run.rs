@@ -148,95 +148,115 @@ async fn assemble(
         stopped_at_ns: 0,
     };
 
-    // Namespaces (and the pod's state dir they live in).
-    let mut kinds = Vec::new();
-    if !modes.host_network {
-        kinds.extend([PodNamespace::Net, PodNamespace::Uts]);
-    }
-    if !modes.host_ipc {
-        kinds.push(PodNamespace::Ipc);
-    }
-    {
-        let state_dir = state_dir.clone();
-        let ns_dir = ns_dir.clone();
-        undo.push_blocking("unpin namespaces", move || {
-            namespaces::unpin_all(&ns_dir);
-            let _ = std::fs::remove_dir_all(&state_dir);
-        });
-    }
-    let setup = NamespaceSetup {
-        hostname: (!modes.host_network).then(|| hostname.clone()),
-        sysctls: sysctls.iter().map(|(name, value)| (spec::sysctl::sysctl_proc_path(name), value.clone())).collect(),
-    };
-    {
-        let ns_dir = ns_dir.clone();
-        let kinds = kinds.clone();
-        tokio::task::spawn_blocking(move || namespaces::pin_namespaces(&ns_dir, &kinds, &setup)).await??;
-    }
-    record.pinned_namespaces = kinds.iter().map(|k| k.name().to_string()).collect();
-    steps.done("namespaces");
-
-    // The pod's /dev/shm, shared by its containers as its IPC namespace is.
-    if !modes.host_ipc {
-        let shm = state_dir.join("shm");
-        undo.push_blocking("unmount shm", {
-            let shm = shm.clone();
-            move || unmount_shm(&shm)
-        });
-        let target = shm.clone();
-        tokio::task::spawn_blocking(move || mount_shm(&target)).await??;
-        record.shm_path = Some(shm);
-        steps.done("shm");
-    }
-
-    // Network.
-    if !modes.host_network {
-        let network_request = PodNetworkRequest { sandbox_id: id.to_string(), config: config.clone(), netns_path: ns_dir.join("net") };
-        let status = ctx.network.setup(&network_request).await?;
-        let network = ctx.network.clone();
-        undo.push("network teardown", async move {
-            if let Err(err) = network.teardown(&network_request).await {
-                tracing::warn!(sandbox = %network_request.sandbox_id, error = %err, "network teardown failed");
-            }
-        });
-        record.ips = status.ips;
-        steps.done("network");
-    }
-
-    // Files.
-    undo.push_blocking("remove pod files", {
-        let pod_dir = pod_dir.clone();
-        move || {
-            let _ = files::remove_pod_files(&pod_dir);
-        }
-    });
-    {
-        let pod_dir = pod_dir.clone();
-        let dns = config.dns_config.clone();
-        let hostname = hostname.clone();
-        let ips = record.ips.clone();
-        let host_network = modes.host_network;
-        tokio::task::spawn_blocking(move || {
-            files::write_pod_files(&pod_dir, &files::PodFilesInput { hostname: &hostname, host_network, dns: dns.as_ref(), ips: &ips })
-        })
-        .await??;
-        steps.done("files");
-    }
-
-    // Cgroup.
-    {
+    // The pod cgroup is made on the blocking pool while the namespaces, the network and the
+    // files are set up; both must be done (and their undo registered) before either error
+    // is returned.
+    let cgroup_task = {
         let path = record.cgroup_path.clone();
-        record.cgroup_created = tokio::task::spawn_blocking(move || cgroup::ensure_pod_cgroup(&path)).await??;
-        if record.cgroup_created {
-            let path = record.cgroup_path.clone();
-            undo.push_blocking("remove pod cgroup", move || {
-                if let Err(err) = cgroup::remove_pod_cgroup(&path) {
-                    tracing::warn!(cgroup = %path, error = %err, "could not remove the pod cgroup");
-                }
+        tokio::task::spawn_blocking(move || cgroup::ensure_pod_cgroup(&path))
+    };
+    let isolated: Result<(), RuntimeError> = async {
+        // Namespaces (and the pod's state dir they live in).
+        let mut kinds = Vec::new();
+        if !modes.host_network {
+            kinds.extend([PodNamespace::Net, PodNamespace::Uts]);
+        }
+        if !modes.host_ipc {
+            kinds.push(PodNamespace::Ipc);
+        }
+        {
+            let state_dir = state_dir.clone();
+            let ns_dir = ns_dir.clone();
+            undo.push_blocking("unpin namespaces", move || {
+                namespaces::unpin_all(&ns_dir);
+                let _ = std::fs::remove_dir_all(&state_dir);
             });
         }
-        steps.done("cgroup");
+        let setup = NamespaceSetup {
+            hostname: (!modes.host_network).then(|| hostname.clone()),
+            sysctls: sysctls.iter().map(|(name, value)| (spec::sysctl::sysctl_proc_path(name), value.clone())).collect(),
+        };
+        {
+            let ns_dir = ns_dir.clone();
+            let kinds = kinds.clone();
+            tokio::task::spawn_blocking(move || namespaces::pin_namespaces(&ns_dir, &kinds, &setup)).await??;
+        }
+        record.pinned_namespaces = kinds.iter().map(|k| k.name().to_string()).collect();
+        steps.done("namespaces");
+
+        // The pod's /dev/shm, shared by its containers as its IPC namespace is.
+        if !modes.host_ipc {
+            let shm = state_dir.join("shm");
+            undo.push_blocking("unmount shm", {
+                let shm = shm.clone();
+                move || unmount_shm(&shm)
+            });
+            let target = shm.clone();
+            tokio::task::spawn_blocking(move || mount_shm(&target)).await??;
+            record.shm_path = Some(shm);
+            steps.done("shm");
+        }
+
+        // Network.
+        if !modes.host_network {
+            let network_request = PodNetworkRequest { sandbox_id: id.to_string(), config: config.clone(), netns_path: ns_dir.join("net") };
+            let status = ctx.network.setup(&network_request).await?;
+            let network = ctx.network.clone();
+            undo.push("network teardown", async move {
+                if let Err(err) = network.teardown(&network_request).await {
+                    tracing::warn!(sandbox = %network_request.sandbox_id, error = %err, "network teardown failed");
+                }
+            });
+            record.ips = status.ips;
+            steps.done("network");
+        }
+
+        // Files.
+        undo.push_blocking("remove pod files", {
+            let pod_dir = pod_dir.clone();
+            move || {
+                let _ = files::remove_pod_files(&pod_dir);
+            }
+        });
+        {
+            let pod_dir = pod_dir.clone();
+            let dns = config.dns_config.clone();
+            let hostname = hostname.clone();
+            let ips = record.ips.clone();
+            let host_network = modes.host_network;
+            tokio::task::spawn_blocking(move || {
+                files::write_pod_files(&pod_dir, &files::PodFilesInput { hostname: &hostname, host_network, dns: dns.as_ref(), ips: &ips })
+            })
+            .await??;
+            steps.done("files");
+        }
+
+        Ok(())
     }
+    .await;
+    match cgroup_task.await {
+        Ok(Ok(created)) => {
+            record.cgroup_created = created;
+            if created {
+                let path = record.cgroup_path.clone();
+                undo.push_blocking("remove pod cgroup", move || {
+                    if let Err(err) = cgroup::remove_pod_cgroup(&path) {
+                        tracing::warn!(cgroup = %path, error = %err, "could not remove the pod cgroup");
+                    }
+                });
+            }
+            steps.done("cgroup");
+        }
+        Ok(Err(err)) => {
+            isolated?;
+            return Err(err);
+        }
+        Err(join) => {
+            isolated?;
+            return Err(join.into());
+        }
+    }
+    isolated?;
 
     // Shared PID namespace.
     if shared_pid {
