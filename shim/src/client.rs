@@ -46,7 +46,8 @@ impl ShimClient {
         ShimClient {
             state_dir: state_dir.as_ref().to_path_buf(),
             socket: state_dir.as_ref().join(CONTROL_SOCKET),
-            timeout: Duration::from_secs(10) }
+            timeout: Duration::from_secs(10),
+        }
     }
 
     /// Change the timeout of requests that have none of their own (default 10 s).
@@ -75,12 +76,18 @@ impl ShimClient {
     /// [`status`](Self::status), a shim that already exited answers through `exit.json`.
     pub fn wait(&self, timeout: Duration) -> Result<ContainerStatus, ShimClientError> {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self.or_exit_file(self.expect_status(&Request::Wait { timeout_ms }, timeout.saturating_add(self.timeout)))
+        self.or_exit_file(self.expect_status(
+            &Request::Wait { timeout_ms },
+            timeout.saturating_add(self.timeout),
+        ))
     }
 
     /// The shim exits right after it recorded the exit, so a request can race with its exit:
     /// NotRunning with an exit record is a stopped container, not a lost one.
-    fn or_exit_file(&self, result: Result<ContainerStatus, ShimClientError>) -> Result<ContainerStatus, ShimClientError> {
+    fn or_exit_file(
+        &self,
+        result: Result<ContainerStatus, ShimClientError>,
+    ) -> Result<ContainerStatus, ShimClientError> {
         match result {
             Err(ShimClientError::NotRunning) => match read_exit_file(&self.state_dir) {
                 Ok(Some(exit)) => Ok(ContainerStatus {
@@ -108,8 +115,20 @@ impl ShimClient {
         timeout: Duration,
     ) -> Result<ExecOutput, ShimClientError> {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let read_timeout = if timeout.is_zero() { None } else { Some(timeout.saturating_add(ANSWER_MARGIN)) };
-        match self.request(&Request::Exec { args, env, cwd, timeout_ms }, read_timeout)? {
+        let read_timeout = if timeout.is_zero() {
+            None
+        } else {
+            Some(timeout.saturating_add(ANSWER_MARGIN))
+        };
+        match self.request(
+            &Request::Exec {
+                args,
+                env,
+                cwd,
+                timeout_ms,
+            },
+            read_timeout,
+        )? {
             Response::Exec(output) => Ok(output),
             other => Err(unexpected(other)),
         }
@@ -127,7 +146,11 @@ impl ShimClient {
         }
     }
 
-    fn expect_status(&self, request: &Request, timeout: Duration) -> Result<ContainerStatus, ShimClientError> {
+    fn expect_status(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<ContainerStatus, ShimClientError> {
         match self.request(request, Some(timeout))? {
             Response::Status(status) => Ok(status),
             other => Err(unexpected(other)),
@@ -135,7 +158,11 @@ impl ShimClient {
     }
 
     /// One request on a fresh connection; `read_timeout` None waits for ever.
-    pub fn request(&self, request: &Request, read_timeout: Option<Duration>) -> Result<Response, ShimClientError> {
+    pub fn request(
+        &self,
+        request: &Request,
+        read_timeout: Option<Duration>,
+    ) -> Result<Response, ShimClientError> {
         let mut stream = match UnixStream::connect(&self.socket) {
             Ok(stream) => stream,
             Err(e) if is_gone(&e) => return Err(ShimClientError::NotRunning),
@@ -143,7 +170,8 @@ impl ShimClient {
         };
         stream.set_write_timeout(Some(self.timeout))?;
         stream.set_read_timeout(read_timeout)?;
-        let line = protocol::encode_line(request).map_err(|e| ShimClientError::Protocol(e.to_string()))?;
+        let line =
+            protocol::encode_line(request).map_err(|e| ShimClientError::Protocol(e.to_string()))?;
         if line.len() > MAX_REQUEST_BYTES {
             return Err(ShimClientError::Protocol(format!(
                 "request is {} bytes, the shim accepts at most {MAX_REQUEST_BYTES}",
@@ -153,7 +181,10 @@ impl ShimClient {
         match stream.write_all(&line) {
             Ok(()) => {}
             // The shim closed between accept and our write: it is exiting.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe || e.kind() == io::ErrorKind::ConnectionReset => {
+            Err(e)
+                if e.kind() == io::ErrorKind::BrokenPipe
+                    || e.kind() == io::ErrorKind::ConnectionReset =>
+            {
                 return Err(ShimClientError::NotRunning)
             }
             Err(e) => return Err(ShimClientError::Io(e)),
@@ -174,8 +205,13 @@ impl ShimClient {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(ShimClientError::NotRunning),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(ShimClientError::NotRunning)
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut =>
+                {
                     return Err(ShimClientError::Io(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!("shim at {} did not answer in time", self.socket.display()),
@@ -197,7 +233,10 @@ impl ShimClient {
 }
 
 fn is_gone(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused)
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+    )
 }
 
 fn unexpected(response: Response) -> ShimClientError {

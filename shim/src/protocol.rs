@@ -24,11 +24,16 @@ pub enum Request {
     /// created -> running; an error if the exec fails (e.g. no such binary).
     Start,
     /// Send `signal` to the init, or with `all` to every process in the container's cgroup.
-    Signal { signal: i32, all: bool },
+    Signal {
+        signal: i32,
+        all: bool,
+    },
     Status,
     /// Answers with the status when the container exited or `timeout_ms` passed
     /// (0 = answer at once).
-    Wait { timeout_ms: u64 },
+    Wait {
+        timeout_ms: u64,
+    },
     /// Run a command in the running container; `timeout_ms` 0 = no timeout.
     Exec {
         args: Vec<String>,
@@ -113,12 +118,24 @@ mod base64_bytes {
     pub fn encode(bytes: &[u8]) -> String {
         let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
         for chunk in bytes.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             out.push(ALPHABET[(n >> 18) as usize & 63] as char);
             out.push(ALPHABET[(n >> 12) as usize & 63] as char);
-            out.push(if chunk.len() > 1 { ALPHABET[(n >> 6) as usize & 63] as char } else { '=' });
-            out.push(if chunk.len() > 2 { ALPHABET[n as usize & 63] as char } else { '=' });
+            out.push(if chunk.len() > 1 {
+                ALPHABET[(n >> 6) as usize & 63] as char
+            } else {
+                '='
+            });
+            out.push(if chunk.len() > 2 {
+                ALPHABET[n as usize & 63] as char
+            } else {
+                '='
+            });
         }
         out
     }
@@ -135,7 +152,7 @@ mod base64_bytes {
             }
         }
         let bytes = text.as_bytes();
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             return Err("base64 length is not a multiple of 4".into());
         }
         let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
@@ -202,7 +219,10 @@ mod tests {
     fn requests_round_trip_with_op_tag() {
         let requests = [
             Request::Start,
-            Request::Signal { signal: 15, all: true },
+            Request::Signal {
+                signal: 15,
+                all: true,
+            },
             Request::Status,
             Request::Wait { timeout_ms: 1500 },
             Request::Exec {
@@ -217,20 +237,48 @@ mod tests {
             assert_eq!(&round_trip(request), request);
         }
         assert_eq!(
-            String::from_utf8(encode_line(&Request::Signal { signal: 9, all: false }).unwrap()).unwrap(),
+            String::from_utf8(
+                encode_line(&Request::Signal {
+                    signal: 9,
+                    all: false
+                })
+                .unwrap()
+            )
+            .unwrap(),
             "{\"op\":\"signal\",\"signal\":9,\"all\":false}\n"
         );
-        assert_eq!(decode_line::<Request>(b"{\"op\":\"reopen_log\"}").unwrap(), Request::ReopenLog);
+        assert_eq!(
+            decode_line::<Request>(b"{\"op\":\"reopen_log\"}").unwrap(),
+            Request::ReopenLog
+        );
     }
 
     #[test]
     fn responses_round_trip_with_result_tag() {
-        let exit = ExitInfo { exit_code: 143, exited_at_ns: 2, started_at_ns: 1, oom_killed: false, signal: 15 };
+        let exit = ExitInfo {
+            exit_code: 143,
+            exited_at_ns: 2,
+            started_at_ns: 1,
+            oom_killed: false,
+            signal: 15,
+        };
         let responses = [
             Response::Ok,
-            Response::Error { message: "no such container".into() },
-            Response::Status(ContainerStatus { state: ShimState::Stopped, pid: 42, started_at_ns: 1, exit: Some(exit) }),
-            Response::Status(ContainerStatus { state: ShimState::Created, pid: 42, started_at_ns: 0, exit: None }),
+            Response::Error {
+                message: "no such container".into(),
+            },
+            Response::Status(ContainerStatus {
+                state: ShimState::Stopped,
+                pid: 42,
+                started_at_ns: 1,
+                exit: Some(exit),
+            }),
+            Response::Status(ContainerStatus {
+                state: ShimState::Created,
+                pid: 42,
+                started_at_ns: 0,
+                exit: None,
+            }),
             Response::Exec(ExecOutput {
                 exit_code: 0,
                 stdout: b"hi\n".to_vec(),
@@ -242,6 +290,9 @@ mod tests {
             assert_eq!(&round_trip(response), response);
         }
         let text = String::from_utf8(encode_line(&responses[2]).unwrap()).unwrap();
-        assert!(text.starts_with("{\"result\":\"status\",\"state\":\"stopped\""), "{text}");
+        assert!(
+            text.starts_with("{\"result\":\"status\",\"state\":\"stopped\""),
+            "{text}"
+        );
     }
 }

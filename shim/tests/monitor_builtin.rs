@@ -89,19 +89,31 @@ fn builtin_init_exits_zero_on_term() {
     // The pid holder runs on the host's root, without mounts of its own.
     let config = bundle.bundle.join("config.json");
     let mut spec = oci_spec::runtime::Spec::load(&config).unwrap();
-    spec.set_root(Some(oci_spec::runtime::RootBuilder::default().path("/").readonly(true).build().unwrap()));
+    spec.set_root(Some(
+        oci_spec::runtime::RootBuilder::default()
+            .path("/")
+            .readonly(true)
+            .build()
+            .unwrap(),
+    ));
     spec.set_mounts(Some(vec![]));
     let mut linux = spec.linux().clone().unwrap();
     linux.set_masked_paths(None);
     linux.set_readonly_paths(None);
-    linux.set_namespaces(Some(vec![oci_spec::runtime::LinuxNamespaceBuilder::default()
-        .typ(oci_spec::runtime::LinuxNamespaceType::Pid)
-        .build()
-        .unwrap()]));
+    linux.set_namespaces(Some(vec![
+        oci_spec::runtime::LinuxNamespaceBuilder::default()
+            .typ(oci_spec::runtime::LinuxNamespaceType::Pid)
+            .build()
+            .unwrap(),
+    ]));
     spec.set_linux(Some(linux));
     spec.save(&config).unwrap();
     let output = bundle.create_command(&["--builtin-init"]).output().unwrap();
-    assert!(output.status.success(), "create failed: {}", stderr_of(&output));
+    assert!(
+        output.status.success(),
+        "create failed: {}",
+        stderr_of(&output)
+    );
     let shim_pid = bundle.read_pid("shim.pid").unwrap();
     let init_pid = bundle.read_pid("pid").unwrap();
     let client = bundle.client();
@@ -109,9 +121,16 @@ fn builtin_init_exits_zero_on_term() {
     // Its PID namespace is joinable by the pod's containers.
     assert!(std::path::Path::new(&format!("/proc/{init_pid}/ns/pid")).exists());
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(client.status().unwrap().state, berth_shim::protocol::ShimState::Running);
+    assert_eq!(
+        client.status().unwrap().state,
+        berth_shim::protocol::ShimState::Running
+    );
     client.signal(15, false).unwrap();
-    let exit = client.wait(Duration::from_secs(10)).unwrap().exit.expect("exited");
+    let exit = client
+        .wait(Duration::from_secs(10))
+        .unwrap()
+        .exit
+        .expect("exited");
     assert_eq!((exit.exit_code, exit.signal), (0, 0));
     bundle.assert_nothing_left(shim_pid, init_pid);
 }

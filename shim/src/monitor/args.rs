@@ -31,10 +31,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<CreateArgs, Str
         Some(command) => return Err(format!("unknown command {:?}\n{USAGE}", command)),
         None => return Err(USAGE.to_string()),
     }
-    let (mut id, mut bundle, mut state_dir, mut log_path, mut runtime) = (None, None, None, None, None);
+    let (mut id, mut bundle, mut state_dir, mut log_path, mut runtime) =
+        (None, None, None, None, None);
     let mut builtin_init = false;
     while let Some(flag) = args.next() {
-        let flag = flag.into_string().map_err(|f| format!("unknown argument {f:?}"))?;
+        let flag = flag
+            .into_string()
+            .map_err(|f| format!("unknown argument {f:?}"))?;
         if flag == "--builtin-init" {
             builtin_init = true;
             continue;
@@ -60,8 +63,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<CreateArgs, Str
         .into_string()
         .map_err(|_| "--id is not UTF-8".to_string())?;
     // The id names files and the runtime's state: keep it to a safe alphabet.
-    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') || id.starts_with('.') {
-        return Err(format!("--id {id:?} may only hold letters, digits, '-', '_' and '.'"));
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        || id.starts_with('.')
+    {
+        return Err(format!(
+            "--id {id:?} may only hold letters, digits, '-', '_' and '.'"
+        ));
     }
     Ok(CreateArgs {
         id,
@@ -84,8 +93,18 @@ mod tests {
     #[test]
     fn full_command_line() {
         let args = parse_str(&[
-            "create", "--id", "abc", "--bundle", "/b", "--state-dir", "/s", "--log-path", "/l",
-            "--runtime", "/usr/sbin/runc", "--builtin-init",
+            "create",
+            "--id",
+            "abc",
+            "--bundle",
+            "/b",
+            "--state-dir",
+            "/s",
+            "--log-path",
+            "/l",
+            "--runtime",
+            "/usr/sbin/runc",
+            "--builtin-init",
         ])
         .unwrap();
         assert_eq!(
@@ -99,7 +118,8 @@ mod tests {
                 builtin_init: true,
             }
         );
-        let minimal = parse_str(&["create", "--state-dir", "/s", "--id", "x", "--bundle", "/b"]).unwrap();
+        let minimal =
+            parse_str(&["create", "--state-dir", "/s", "--id", "x", "--bundle", "/b"]).unwrap();
         assert_eq!(minimal.log_path, None);
         assert!(!minimal.builtin_init);
     }
@@ -108,10 +128,27 @@ mod tests {
     fn bad_command_lines() {
         assert!(parse_str(&[]).is_err());
         assert!(parse_str(&["start"]).is_err());
-        assert!(parse_str(&["create", "--id", "x", "--bundle", "/b"]).unwrap_err().contains("--state-dir"));
-        assert!(parse_str(&["create", "--id"]).unwrap_err().contains("needs a value"));
-        assert!(parse_str(&["create", "--id", "x", "--id", "y"]).unwrap_err().contains("twice"));
-        assert!(parse_str(&["create", "--bogus"]).unwrap_err().contains("unknown"));
-        assert!(parse_str(&["create", "--id", "../x", "--bundle", "/b", "--state-dir", "/s"]).is_err());
+        assert!(parse_str(&["create", "--id", "x", "--bundle", "/b"])
+            .unwrap_err()
+            .contains("--state-dir"));
+        assert!(parse_str(&["create", "--id"])
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(parse_str(&["create", "--id", "x", "--id", "y"])
+            .unwrap_err()
+            .contains("twice"));
+        assert!(parse_str(&["create", "--bogus"])
+            .unwrap_err()
+            .contains("unknown"));
+        assert!(parse_str(&[
+            "create",
+            "--id",
+            "../x",
+            "--bundle",
+            "/b",
+            "--state-dir",
+            "/s"
+        ])
+        .is_err());
     }
 }

@@ -26,9 +26,21 @@ pub struct BuiltinRuntime {
 type PendingStart = ContainerHandle;
 
 impl BuiltinRuntime {
-    pub fn new(spec: Spec, bundle: &Path, cgroups_path: &str, builtin_init: bool) -> Result<Self, String> {
+    pub fn new(
+        spec: Spec,
+        bundle: &Path,
+        cgroups_path: &str,
+        builtin_init: bool,
+    ) -> Result<Self, String> {
         let cgroup = cgroups::manager(cgroups_path).map_err(|e| e.to_string())?;
-        Ok(BuiltinRuntime { bundle: bundle.to_path_buf(), cgroup, spec: Some(spec), builtin_init, created: None, cgroup_made: false })
+        Ok(BuiltinRuntime {
+            bundle: bundle.to_path_buf(),
+            cgroup,
+            spec: Some(spec),
+            builtin_init,
+            created: None,
+            cgroup_made: false,
+        })
     }
 }
 
@@ -40,10 +52,18 @@ pub fn cgroup_manager(cgroups_path: &str) -> Option<Box<dyn CgroupManager>> {
 impl ContainerRuntime for BuiltinRuntime {
     fn create(&mut self, stdio: StdioFds) -> Result<Pid, String> {
         let spec = self.spec.take().ok_or("container already created")?;
-        self.cgroup.create().map_err(|e| format!("creating cgroup {}: {e}", self.cgroup.path()))?;
+        self.cgroup
+            .create()
+            .map_err(|e| format!("creating cgroup {}: {e}", self.cgroup.path()))?;
         self.cgroup_made = true;
-        if let Some(resources) = spec.linux().as_ref().and_then(|linux| linux.resources().as_ref()) {
-            self.cgroup.apply(resources).map_err(|e| format!("cgroup {}: {e}", self.cgroup.path()))?;
+        if let Some(resources) = spec
+            .linux()
+            .as_ref()
+            .and_then(|linux| linux.resources().as_ref())
+        {
+            self.cgroup
+                .apply(resources)
+                .map_err(|e| format!("cgroup {}: {e}", self.cgroup.path()))?;
         }
         let cgroup = &self.cgroup;
         let mut place = |pid: Pid| cgroup.add_task(pid).map_err(|e| e.to_string());
@@ -65,12 +85,21 @@ impl ContainerRuntime for BuiltinRuntime {
         kill(init, signal).map_err(|e| format!("kill {init} {signal}: {e}"))
     }
 
-    fn spawn_exec(&self, init: Pid, command: &ExecCommand<'_>, stdio: StdioFds) -> Result<ExecChild, String> {
-        let spec = Spec::load(self.bundle.join("config.json")).map_err(|e| format!("loading the bundle's config.json: {e}"))?;
+    fn spawn_exec(
+        &self,
+        init: Pid,
+        command: &ExecCommand<'_>,
+        stdio: StdioFds,
+    ) -> Result<ExecChild, String> {
+        let spec = Spec::load(self.bundle.join("config.json"))
+            .map_err(|e| format!("loading the bundle's config.json: {e}"))?;
         let cgroup = &self.cgroup;
         let mut place = |pid: Pid| cgroup.add_task(pid).map_err(|e| e.to_string());
         let pid = container_exec(init, &spec, command, stdio, &mut place)?;
-        Ok(ExecChild { waited: pid, also_kill: None })
+        Ok(ExecChild {
+            waited: pid,
+            also_kill: None,
+        })
     }
 
     fn kill_leftovers(&mut self) {
@@ -115,7 +144,11 @@ impl ContainerHandle {
 }
 
 fn to_container_stdio(stdio: StdioFds) -> container::Stdio {
-    container::Stdio { stdin: Some(stdio.stdin), stdout: stdio.stdout, stderr: stdio.stderr }
+    container::Stdio {
+        stdin: Some(stdio.stdin),
+        stdout: stdio.stdout,
+        stderr: stdio.stderr,
+    }
 }
 
 fn container_create(
@@ -125,10 +158,20 @@ fn container_create(
     place_in_cgroup: &mut dyn FnMut(Pid) -> Result<(), String>,
     builtin_init: bool,
 ) -> Result<ContainerHandle, String> {
-    let mode = if builtin_init { InitMode::Builtin(builtin_init_main) } else { InitMode::Exec };
-    container::create(spec, bundle, to_container_stdio(stdio), place_in_cgroup, mode)
-        .map(ContainerHandle)
-        .map_err(|e| e.to_string())
+    let mode = if builtin_init {
+        InitMode::Builtin(builtin_init_main)
+    } else {
+        InitMode::Exec
+    };
+    container::create(
+        spec,
+        bundle,
+        to_container_stdio(stdio),
+        place_in_cgroup,
+        mode,
+    )
+    .map(ContainerHandle)
+    .map_err(|e| e.to_string())
 }
 
 fn builtin_init_main() -> ! {
@@ -142,6 +185,14 @@ fn container_exec(
     stdio: StdioFds,
     place_in_cgroup: &mut dyn FnMut(Pid) -> Result<(), String>,
 ) -> Result<Pid, String> {
-    container::exec_in(init, spec, command.args, command.env, command.cwd, to_container_stdio(stdio), place_in_cgroup)
-        .map_err(|e| e.to_string())
+    container::exec_in(
+        init,
+        spec,
+        command.args,
+        command.env,
+        command.cwd,
+        to_container_stdio(stdio),
+        place_in_cgroup,
+    )
+    .map_err(|e| e.to_string())
 }

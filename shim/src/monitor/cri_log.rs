@@ -72,7 +72,9 @@ impl CriLog {
 
     /// Open the log path again, creating it if kubelet moved the old file away.
     pub fn reopen(&mut self) -> io::Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -117,7 +119,10 @@ impl CriLog {
             // exactly MAX_LINE bytes followed by '\n' is still one full entry.
             while self.pending[stream.index()].len() > MAX_LINE {
                 let pending = std::mem::take(&mut self.pending[stream.index()]);
-                keep_first_error(&mut result, self.write_entry(stream, b'P', &pending[..MAX_LINE]));
+                keep_first_error(
+                    &mut result,
+                    self.write_entry(stream, b'P', &pending[..MAX_LINE]),
+                );
                 let mut rest = pending;
                 rest.drain(..MAX_LINE);
                 self.pending[stream.index()] = rest;
@@ -140,7 +145,10 @@ impl CriLog {
         let mut result = Ok(());
         let mut rest = line;
         while rest.len() > MAX_LINE {
-            keep_first_error(&mut result, self.write_entry(stream, b'P', &rest[..MAX_LINE]));
+            keep_first_error(
+                &mut result,
+                self.write_entry(stream, b'P', &rest[..MAX_LINE]),
+            );
             rest = &rest[MAX_LINE..];
         }
         keep_first_error(&mut result, self.write_entry(stream, b'F', rest));
@@ -148,7 +156,9 @@ impl CriLog {
     }
 
     fn write_entry(&mut self, stream: Stream, tag: u8, content: &[u8]) -> io::Result<()> {
-        let Some(file) = self.file.as_mut() else { return Ok(()) };
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
         let entry = &mut self.entry;
         entry.clear();
         entry.extend_from_slice(&format_rfc3339_nano((self.clock)()));
@@ -189,7 +199,10 @@ mod tests {
 
     fn log_in(dir: &tempfile::TempDir) -> (CriLog, PathBuf) {
         let path = dir.path().join("c.log");
-        (CriLog::open(Some(&path)).unwrap().with_clock(fixed_clock), path)
+        (
+            CriLog::open(Some(&path)).unwrap().with_clock(fixed_clock),
+            path,
+        )
     }
 
     fn read(path: &Path) -> String {
@@ -205,7 +218,9 @@ mod tests {
         log.feed(Stream::Stdout, b"ld\n").unwrap();
         assert_eq!(
             read(&path),
-            format!("{TS} stdout F hello\n{TS} stderr F oops\n{TS} stderr F \n{TS} stdout F world\n")
+            format!(
+                "{TS} stdout F hello\n{TS} stderr F oops\n{TS} stderr F \n{TS} stdout F world\n"
+            )
         );
     }
 
@@ -220,7 +235,8 @@ mod tests {
         }
         log.feed(Stream::Stdout, b"\n").unwrap();
         let exact = "y".repeat(MAX_LINE);
-        log.feed(Stream::Stderr, format!("{exact}\n").as_bytes()).unwrap();
+        log.feed(Stream::Stderr, format!("{exact}\n").as_bytes())
+            .unwrap();
         let x = "x".repeat(MAX_LINE);
         assert_eq!(
             read(&path),
@@ -236,7 +252,13 @@ mod tests {
         let (mut log, path) = log_in(&dir);
         let line = format!("{}{}\n", "a".repeat(MAX_LINE), "b".repeat(3));
         log.feed(Stream::Stdout, line.as_bytes()).unwrap();
-        assert_eq!(read(&path), format!("{TS} stdout P {}\n{TS} stdout F bbb\n", "a".repeat(MAX_LINE)));
+        assert_eq!(
+            read(&path),
+            format!(
+                "{TS} stdout P {}\n{TS} stdout F bbb\n",
+                "a".repeat(MAX_LINE)
+            )
+        );
     }
 
     #[test]
@@ -248,7 +270,10 @@ mod tests {
         assert_eq!(read(&path), format!("{TS} stdout F one\n"));
         log.finish(Stream::Stdout).unwrap();
         log.finish(Stream::Stdout).unwrap();
-        assert_eq!(read(&path), format!("{TS} stdout F one\n{TS} stdout F two\n"));
+        assert_eq!(
+            read(&path),
+            format!("{TS} stdout F one\n{TS} stdout F two\n")
+        );
     }
 
     #[test]
@@ -261,7 +286,10 @@ mod tests {
         log.feed(Stream::Stdout, b"still old\n").unwrap();
         log.reopen().unwrap();
         log.feed(Stream::Stdout, b"after\n").unwrap();
-        assert_eq!(read(&rotated), format!("{TS} stdout F before\n{TS} stdout F still old\n"));
+        assert_eq!(
+            read(&rotated),
+            format!("{TS} stdout F before\n{TS} stdout F still old\n")
+        );
         assert_eq!(read(&path), format!("{TS} stdout F after\n"));
     }
 

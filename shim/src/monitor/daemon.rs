@@ -81,7 +81,9 @@ pub fn run_create(args: CreateArgs) -> i32 {
 /// The foreground's side of the ready pipe: `ok` or an error message.
 fn wait_ready(ready: OwnedFd) -> i32 {
     let mut message = String::new();
-    let _ = std::fs::File::from(ready).take(64 * 1024).read_to_string(&mut message);
+    let _ = std::fs::File::from(ready)
+        .take(64 * 1024)
+        .read_to_string(&mut message);
     let message = message.lines().next().unwrap_or("").trim();
     match message {
         "ok" => 0,
@@ -106,9 +108,12 @@ fn prepare(mut args: CreateArgs) -> Result<Prepared, String> {
     if args.builtin_init && args.runtime.is_some() {
         return Err("--builtin-init cannot be combined with --runtime".into());
     }
-    args.bundle = std::fs::canonicalize(&args.bundle).map_err(|e| format!("bundle {}: {e}", args.bundle.display()))?;
-    std::fs::create_dir_all(&args.state_dir).map_err(|e| format!("state dir {}: {e}", args.state_dir.display()))?;
-    args.state_dir = std::fs::canonicalize(&args.state_dir).map_err(|e| format!("state dir {}: {e}", args.state_dir.display()))?;
+    args.bundle = std::fs::canonicalize(&args.bundle)
+        .map_err(|e| format!("bundle {}: {e}", args.bundle.display()))?;
+    std::fs::create_dir_all(&args.state_dir)
+        .map_err(|e| format!("state dir {}: {e}", args.state_dir.display()))?;
+    args.state_dir = std::fs::canonicalize(&args.state_dir)
+        .map_err(|e| format!("state dir {}: {e}", args.state_dir.display()))?;
     if let Some(log) = &args.log_path {
         if log.is_relative() {
             let cwd = std::env::current_dir().map_err(|e| format!("current dir: {e}"))?;
@@ -117,7 +122,10 @@ fn prepare(mut args: CreateArgs) -> Result<Prepared, String> {
     }
     if let Some(runtime) = &args.runtime {
         if !runtime.is_absolute() {
-            args.runtime = Some(find_in_path(runtime).ok_or_else(|| format!("runtime {} not found in PATH", runtime.display()))?);
+            args.runtime = Some(
+                find_in_path(runtime)
+                    .ok_or_else(|| format!("runtime {} not found in PATH", runtime.display()))?,
+            );
         }
     }
     let config = args.bundle.join("config.json");
@@ -129,7 +137,11 @@ fn prepare(mut args: CreateArgs) -> Result<Prepared, String> {
         .map(|path| path.to_string_lossy().into_owned())
         .unwrap_or_else(|| format!("/berth/{}", args.id));
     refuse_live_shim(&args.state_dir)?;
-    Ok(Prepared { args, spec, cgroups_path })
+    Ok(Prepared {
+        args,
+        spec,
+        cgroups_path,
+    })
 }
 
 fn find_in_path(name: &Path) -> Option<PathBuf> {
@@ -137,13 +149,18 @@ fn find_in_path(name: &Path) -> Option<PathBuf> {
         return std::fs::canonicalize(name).ok();
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 /// A state dir is for one shim: if a shim answers on its socket, do not take it over.
 fn refuse_live_shim(state_dir: &Path) -> Result<(), String> {
     if UnixStream::connect(state_dir.join(CONTROL_SOCKET)).is_ok() {
-        return Err(format!("a shim is already running in {}", state_dir.display()));
+        return Err(format!(
+            "a shim is already running in {}",
+            state_dir.display()
+        ));
     }
     Ok(())
 }
@@ -171,15 +188,26 @@ fn daemon(prepared: Prepared, ready: OwnedFd) -> ! {
 }
 
 fn setup(prepared: Prepared) -> Result<Monitor, String> {
-    let Prepared { args, spec, cgroups_path } = prepared;
+    let Prepared {
+        args,
+        spec,
+        cgroups_path,
+    } = prepared;
     let _ = std::env::set_current_dir("/");
     redirect_stdio_to_dev_null()?;
     diag::init(&args.state_dir);
-    log_info!("berth-shim {} for container {}", env!("CARGO_PKG_VERSION"), args.id);
+    log_info!(
+        "berth-shim {} for container {}",
+        env!("CARGO_PKG_VERSION"),
+        args.id
+    );
     // Orphans of the container (and runc's init after `runc create` exits) become our children.
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(format!("PR_SET_CHILD_SUBREAPER: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "PR_SET_CHILD_SUBREAPER: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // Rust ignores SIGPIPE; an ignored signal stays ignored across exec, so give the container
     // the default while it is created (the shim uses MSG_NOSIGNAL and EPIPE afterwards).
@@ -188,22 +216,34 @@ fn setup(prepared: Prepared) -> Result<Monitor, String> {
         let _ = std::fs::remove_file(args.state_dir.join(name));
     }
 
-    let log = CriLog::open(args.log_path.as_deref())
-        .map_err(|e| format!("log file {}: {e}", args.log_path.as_deref().unwrap_or(Path::new("")).display()))?;
-    let (stdout_read, stdout_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (stderr_read, stderr_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let log = CriLog::open(args.log_path.as_deref()).map_err(|e| {
+        format!(
+            "log file {}: {e}",
+            args.log_path.as_deref().unwrap_or(Path::new("")).display()
+        )
+    })?;
+    let (stdout_read, stdout_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (stderr_read, stderr_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     for fd in [&stdout_read, &stderr_read] {
         set_nonblocking(fd)?;
     }
     let stdin = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-    let stdio = StdioFds { stdin: stdin.into(), stdout: stdout_write, stderr: stderr_write };
+    let stdio = StdioFds {
+        stdin: stdin.into(),
+        stdout: stdout_write,
+        stderr: stderr_write,
+    };
 
     let private_pid_namespace = spec
         .linux()
         .as_ref()
         .and_then(|linux| linux.namespaces().as_ref())
         .is_some_and(|namespaces| {
-            namespaces.iter().any(|ns| ns.typ() == LinuxNamespaceType::Pid && ns.path().is_none())
+            namespaces
+                .iter()
+                .any(|ns| ns.typ() == LinuxNamespaceType::Pid && ns.path().is_none())
         });
     let mut runtime: Box<dyn ContainerRuntime> = match &args.runtime {
         Some(binary) => {
@@ -214,10 +254,19 @@ fn setup(prepared: Prepared) -> Result<Monitor, String> {
                 &args.bundle,
                 &args.state_dir,
                 private_pid_namespace,
-                Box::new(move || cgroup_manager(&oom_path).and_then(|m| m.oom_kill_count().ok()).is_some_and(|n| n > 0)),
+                Box::new(move || {
+                    cgroup_manager(&oom_path)
+                        .and_then(|m| m.oom_kill_count().ok())
+                        .is_some_and(|n| n > 0)
+                }),
             ))
         }
-        None => Box::new(BuiltinRuntime::new(spec, &args.bundle, &cgroups_path, args.builtin_init)?),
+        None => Box::new(BuiltinRuntime::new(
+            spec,
+            &args.bundle,
+            &cgroups_path,
+            args.builtin_init,
+        )?),
     };
     let init = match runtime.create(stdio) {
         Ok(pid) => pid,
@@ -235,17 +284,29 @@ fn setup(prepared: Prepared) -> Result<Monitor, String> {
     };
     let finish_setup = || -> Result<(UnixListener, SignalFd), String> {
         write_atomically(&args.state_dir.join(INIT_PID_FILE), &init.to_string())?;
-        write_atomically(&args.state_dir.join(SHIM_PID_FILE), &std::process::id().to_string())?;
+        write_atomically(
+            &args.state_dir.join(SHIM_PID_FILE),
+            &std::process::id().to_string(),
+        )?;
         let socket = args.state_dir.join(CONTROL_SOCKET);
-        let listener = UnixListener::bind(&socket).map_err(|e| format!("control socket {}: {e}", socket.display()))?;
+        let listener = UnixListener::bind(&socket)
+            .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
-        listener.set_nonblocking(true).map_err(|e| format!("control socket: {e}"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("control socket: {e}"))?;
         let mut mask = SigSet::empty();
-        for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        for signal in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+        ] {
             mask.add(signal);
         }
-        mask.thread_block().map_err(|e| format!("blocking signals: {e}"))?;
+        mask.thread_block()
+            .map_err(|e| format!("blocking signals: {e}"))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| format!("signalfd: {e}"))?;
         Ok((listener, signals))
@@ -255,7 +316,15 @@ fn setup(prepared: Prepared) -> Result<Monitor, String> {
         Err(message) => return Err(fail(&mut runtime, message)),
     };
     set_sigpipe(SigHandler::SigIgn);
-    Ok(Monitor::new(args.state_dir, runtime, init, log, [Some(stdout_read), Some(stderr_read)], listener, signals))
+    Ok(Monitor::new(
+        args.state_dir,
+        runtime,
+        init,
+        log,
+        [Some(stdout_read), Some(stderr_read)],
+        listener,
+        signals,
+    ))
 }
 
 fn set_sigpipe(handler: SigHandler) {
@@ -268,8 +337,11 @@ fn set_sigpipe(handler: SigHandler) {
 fn set_nonblocking(fd: &OwnedFd) -> Result<(), String> {
     use nix::fcntl::{fcntl, FcntlArg};
     let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| format!("fcntl: {e}"))?;
-    fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK))
-        .map_err(|e| format!("fcntl: {e}"))?;
+    fcntl(
+        fd,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| format!("fcntl: {e}"))?;
     Ok(())
 }
 

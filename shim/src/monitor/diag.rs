@@ -36,7 +36,7 @@ pub fn init(state_dir: &Path) {
 pub fn write(level: &str, message: std::fmt::Arguments<'_>) {
     let mut line = Vec::with_capacity(128);
     line.extend_from_slice(&format_rfc3339_nano(now_unix_ns()));
-    let _ = write!(line, " {level} [{}] {message}\n", std::process::id());
+    let _ = writeln!(line, " {level} [{}] {message}", std::process::id());
     let fd = LOG_FD.load(Ordering::SeqCst);
     if fd >= 0 {
         // SAFETY: LOG_FD stays open for the life of the process; ManuallyDrop keeps it open.

@@ -21,7 +21,8 @@ use super::exit_file::{exit_code_of, write_exit_file};
 use super::runtime::{ContainerRuntime, ExecCommand};
 use super::time::now_unix_ns;
 use crate::protocol::{
-    self, ContainerStatus, ExitInfo, Request, Response, ShimState, CONTROL_SOCKET, MAX_REQUEST_BYTES, SHIM_PID_FILE,
+    self, ContainerStatus, ExitInfo, Request, Response, ShimState, CONTROL_SOCKET,
+    MAX_REQUEST_BYTES, SHIM_PID_FILE,
 };
 
 /// A client must send its request line within this time.
@@ -111,7 +112,10 @@ impl Monitor {
     fn turn(&mut self) -> std::io::Result<()> {
         const SIGNALS: usize = 0;
         const LISTENER: usize = 1;
-        let mut fds = vec![pollin(self.signals.as_fd().as_raw_fd()), pollin(self.listener.as_raw_fd())];
+        let mut fds = vec![
+            pollin(self.signals.as_fd().as_raw_fd()),
+            pollin(self.listener.as_raw_fd()),
+        ];
         let mut output_slots = [usize::MAX; 2];
         for (index, output) in self.outputs.iter().enumerate() {
             if let Some(fd) = output {
@@ -122,15 +126,27 @@ impl Monitor {
         let first_conn = fds.len();
         fds.extend(self.conns.iter().map(|c| pollin(c.stream.as_raw_fd())));
 
-        let next_deadline = self.conns.iter().map(|c| c.deadline).chain(self.waiters.iter().map(|w| w.deadline)).min();
+        let next_deadline = self
+            .conns
+            .iter()
+            .map(|c| c.deadline)
+            .chain(self.waiters.iter().map(|w| w.deadline))
+            .min();
         let timeout = next_deadline.map_or(-1, |d| {
-            d.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128 - 1) as i32 + 1
+            d.saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128 - 1) as i32
+                + 1
         });
         // SAFETY: fds is a valid array of pollfd of the given length.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if ready < 0 {
             let err = std::io::Error::last_os_error();
-            return if err.kind() == ErrorKind::Interrupted { Ok(()) } else { Err(err) };
+            return if err.kind() == ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(err)
+            };
         }
 
         if fds[SIGNALS].revents != 0 {
@@ -170,7 +186,9 @@ impl Monitor {
         }
         // Waits whose time is up answer with the current status.
         let now = Instant::now();
-        let (due, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters).into_iter().partition(|w| now >= w.deadline);
+        let (due, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| now >= w.deadline);
         self.waiters = waiting;
         let status = self.status();
         for waiter in due {
@@ -218,15 +236,25 @@ impl Monitor {
 
     /// Move container output from pipe `index` into the log; false once the pipe is at EOF.
     fn pump(&mut self, index: usize, budget: usize) -> bool {
-        let stream = if index == 0 { Stream::Stdout } else { Stream::Stderr };
-        let Some(fd) = &self.outputs[index] else { return false };
+        let stream = if index == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        };
+        let Some(fd) = &self.outputs[index] else {
+            return false;
+        };
         let raw_fd = fd.as_raw_fd();
         let mut buffer = [0u8; 16 * 1024];
         let mut taken = 0;
         while taken < budget {
             // SAFETY: raw_fd stays open (owned by self.outputs) during the call; buffer is valid.
             let n = unsafe { libc::read(raw_fd, buffer.as_mut_ptr().cast(), buffer.len()) };
-            let result = if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) };
+            let result = if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            };
             match result {
                 Ok(0) => {
                     if let Err(e) = self.log.finish(stream) {
@@ -300,7 +328,8 @@ impl Monitor {
                 if self.state == ShimState::Stopped || timeout_ms == 0 {
                     self.status()
                 } else {
-                    let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(u64::MAX / 4));
+                    let deadline =
+                        Instant::now() + Duration::from_millis(timeout_ms.min(u64::MAX / 4));
                     self.waiters.push(Waiter { stream, deadline });
                     return;
                 }
@@ -309,13 +338,25 @@ impl Monitor {
                 Ok(()) => Response::Ok,
                 Err(e) => error_response(&format!("reopening the container log: {e}")),
             },
-            Request::Exec { args, env, cwd, timeout_ms } => {
+            Request::Exec {
+                args,
+                env,
+                cwd,
+                timeout_ms,
+            } => {
                 if self.state != ShimState::Running {
-                    error_response(&format!("cannot exec in a container that is {}", state_name(self.state)))
+                    error_response(&format!(
+                        "cannot exec in a container that is {}",
+                        state_name(self.state)
+                    ))
                 } else if args.is_empty() {
                     error_response("exec needs a command")
                 } else {
-                    let command = ExecCommand { args: &args, env: &env, cwd: cwd.as_deref() };
+                    let command = ExecCommand {
+                        args: &args,
+                        env: &env,
+                        cwd: cwd.as_deref(),
+                    };
                     self.spawn_exec_helper(stream, &command, timeout_ms);
                     return;
                 }
@@ -326,7 +367,10 @@ impl Monitor {
 
     fn start(&mut self) -> Response {
         if self.state != ShimState::Created {
-            return error_response(&format!("cannot start a container that is {}", state_name(self.state)));
+            return error_response(&format!(
+                "cannot start a container that is {}",
+                state_name(self.state)
+            ));
         }
         match self.runtime.start() {
             Ok(()) => {
@@ -355,7 +399,12 @@ impl Monitor {
         }
     }
 
-    fn spawn_exec_helper(&mut self, stream: UnixStream, command: &ExecCommand<'_>, timeout_ms: u64) {
+    fn spawn_exec_helper(
+        &mut self,
+        stream: UnixStream,
+        command: &ExecCommand<'_>,
+        timeout_ms: u64,
+    ) {
         // SAFETY: the shim is single-threaded, so the child may do anything after fork.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
@@ -365,13 +414,22 @@ impl Monitor {
                 self.waiters.clear();
                 let _ = nix::unistd::close(self.listener.as_raw_fd());
                 let _ = stream.set_nonblocking(false);
-                super::exec::run_helper(self.runtime.as_ref(), self.init, stream, command, timeout_ms)
+                super::exec::run_helper(
+                    self.runtime.as_ref(),
+                    self.init,
+                    stream,
+                    command,
+                    timeout_ms,
+                )
             }
             Ok(ForkResult::Parent { child }) => {
                 // The helper answers on its copy of the connection; it is reaped on SIGCHLD.
                 log_info!("exec helper {child} runs {:?}", command.args);
             }
-            Err(e) => send_response(&stream, &error_response(&format!("fork of the exec helper: {e}"))),
+            Err(e) => send_response(
+                &stream,
+                &error_response(&format!("fork of the exec helper: {e}")),
+            ),
         }
     }
 
@@ -387,7 +445,13 @@ impl Monitor {
         // The cgroup goes before exit.json: whoever sees the exit record may remove the pod
         // cgroup right away, which fails while a child cgroup exists.
         self.runtime.destroy();
-        let exit = ExitInfo { exit_code, exited_at_ns, started_at_ns: self.started_at_ns, oom_killed, signal };
+        let exit = ExitInfo {
+            exit_code,
+            exited_at_ns,
+            started_at_ns: self.started_at_ns,
+            oom_killed,
+            signal,
+        };
         if let Err(e) = write_exit_file(&self.state_dir, &exit) {
             log_error!("writing the exit record: {e}");
         }
@@ -419,7 +483,13 @@ impl Monitor {
             }
             let mut raw: Vec<libc::pollfd> = fds.iter().map(|(_, p)| *p).collect();
             // SAFETY: raw is a valid array of pollfd of the given length.
-            let ready = unsafe { libc::poll(raw.as_mut_ptr(), raw.len() as libc::nfds_t, left.as_millis() as i32 + 1) };
+            let ready = unsafe {
+                libc::poll(
+                    raw.as_mut_ptr(),
+                    raw.len() as libc::nfds_t,
+                    left.as_millis() as i32 + 1,
+                )
+            };
             if ready < 0 && std::io::Error::last_os_error().kind() != ErrorKind::Interrupted {
                 break;
             }
@@ -431,8 +501,14 @@ impl Monitor {
         }
         for index in 0..2 {
             if self.outputs[index].take().is_some() {
-                log_warn!("output pipe {index} still open after the init exited; stopped reading it");
-                let stream = if index == 0 { Stream::Stdout } else { Stream::Stderr };
+                log_warn!(
+                    "output pipe {index} still open after the init exited; stopped reading it"
+                );
+                let stream = if index == 0 {
+                    Stream::Stdout
+                } else {
+                    Stream::Stderr
+                };
                 let _ = self.log.finish(stream);
             }
         }
@@ -452,7 +528,11 @@ fn read_request(conn: &mut Connection) -> ReadOutcome {
         match conn.stream.read(&mut buffer) {
             Ok(0) => {
                 // A client may half-close after its request instead of sending '\n'.
-                return if conn.request.is_empty() { ReadOutcome::Closed } else { ReadOutcome::Line };
+                return if conn.request.is_empty() {
+                    ReadOutcome::Closed
+                } else {
+                    ReadOutcome::Line
+                };
             }
             Ok(n) => {
                 conn.request.extend_from_slice(&buffer[..n]);
@@ -494,7 +574,9 @@ pub fn send_response(stream: &UnixStream, response: &Response) {
 }
 
 fn error_response(message: &str) -> Response {
-    Response::Error { message: message.to_string() }
+    Response::Error {
+        message: message.to_string(),
+    }
 }
 
 fn state_name(state: ShimState) -> &'static str {
@@ -506,5 +588,9 @@ fn state_name(state: ShimState) -> &'static str {
 }
 
 fn pollin(fd: i32) -> libc::pollfd {
-    libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
 }

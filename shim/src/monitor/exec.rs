@@ -21,10 +21,17 @@ pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
 
 /// The body of the exec helper (a fresh fork of the shim). Never returns.
-pub fn run_helper(runtime: &dyn ContainerRuntime, init: Pid, conn: UnixStream, command: &ExecCommand<'_>, timeout_ms: u64) -> ! {
+pub fn run_helper(
+    runtime: &dyn ContainerRuntime,
+    init: Pid,
+    conn: UnixStream,
+    command: &ExecCommand<'_>,
+    timeout_ms: u64,
+) -> ! {
     // The fork inherited the shim's blocked signals and ignored SIGPIPE; both would be passed
     // on to the exec'd command, so put them back to defaults first.
-    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ =
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     // SAFETY: restoring the default disposition has no handler to race with.
     unsafe {
         let _ = nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
@@ -43,12 +50,25 @@ pub fn run_helper(runtime: &dyn ContainerRuntime, init: Pid, conn: UnixStream, c
     unsafe { libc::_exit(0) }
 }
 
-fn run_command(runtime: &dyn ContainerRuntime, init: Pid, command: &ExecCommand<'_>, timeout_ms: u64) -> Result<ExecOutput, String> {
+fn run_command(
+    runtime: &dyn ContainerRuntime,
+    init: Pid,
+    command: &ExecCommand<'_>,
+    timeout_ms: u64,
+) -> Result<ExecOutput, String> {
     let (stdout_r, stdout_w) = pipe()?;
     let (stderr_r, stderr_w) = pipe()?;
     let stdin = dev_null()?;
     let started = Instant::now();
-    let child = runtime.spawn_exec(init, command, StdioFds { stdin, stdout: stdout_w, stderr: stderr_w })?;
+    let child = runtime.spawn_exec(
+        init,
+        command,
+        StdioFds {
+            stdin,
+            stdout: stdout_w,
+            stderr: stderr_w,
+        },
+    )?;
     let deadline = (timeout_ms > 0).then(|| started + Duration::from_millis(timeout_ms));
     let pidfd = pidfd_open(child.waited);
 
@@ -58,7 +78,10 @@ fn run_command(runtime: &dyn ContainerRuntime, init: Pid, command: &ExecCommand<
     let mut timed_out = false;
     let mut drain_until: Option<Instant> = None;
     loop {
-        if status.is_some() && (outputs.iter().all(Option::is_none) || drain_until.is_some_and(|t| Instant::now() >= t)) {
+        if status.is_some()
+            && (outputs.iter().all(Option::is_none)
+                || drain_until.is_some_and(|t| Instant::now() >= t))
+        {
             break;
         }
         if status.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
@@ -69,21 +92,41 @@ fn run_command(runtime: &dyn ContainerRuntime, init: Pid, command: &ExecCommand<
                 }
             }
             let _ = kill(child.waited, Signal::SIGKILL);
-            status = Some(waitpid(child.waited, None).map_err(|e| format!("waiting for the exec'd process: {e}"))?);
+            status = Some(
+                waitpid(child.waited, None)
+                    .map_err(|e| format!("waiting for the exec'd process: {e}"))?,
+            );
             // What is left of the output is not worth waiting for.
             drain_until = Some(Instant::now() + Duration::from_millis(100));
             continue;
         }
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(3);
         for fd in outputs.iter().flatten() {
-            fds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         let watch_exit = status.is_none() && pidfd.is_some();
         if let (true, Some(fd)) = (watch_exit, &pidfd) {
-            fds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
-        let wake_at = if status.is_some() { drain_until } else { deadline };
-        let mut timeout = wake_at.map_or(-1, |t| t.saturating_duration_since(Instant::now()).as_millis().min(60_000) as i32 + 1);
+        let wake_at = if status.is_some() {
+            drain_until
+        } else {
+            deadline
+        };
+        let mut timeout = wake_at.map_or(-1, |t| {
+            t.saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(60_000) as i32
+                + 1
+        });
         if status.is_none() && pidfd.is_none() {
             // No pidfd (old kernel): look at the process every 10 ms.
             timeout = if timeout < 0 { 10 } else { timeout.min(10) };
@@ -99,7 +142,9 @@ fn run_command(runtime: &dyn ContainerRuntime, init: Pid, command: &ExecCommand<
         }
         for (index, slot) in outputs.iter_mut().enumerate() {
             let Some(fd) = slot else { continue };
-            let Some(entry) = fds.iter().find(|p| p.fd == fd.as_raw_fd()) else { continue };
+            let Some(entry) = fds.iter().find(|p| p.fd == fd.as_raw_fd()) else {
+                continue;
+            };
             if entry.revents == 0 {
                 continue;
             }
@@ -124,7 +169,12 @@ fn run_command(runtime: &dyn ContainerRuntime, init: Pid, command: &ExecCommand<
         None => -1,
     };
     let [stdout, stderr] = collected;
-    Ok(ExecOutput { exit_code, stdout, stderr, timed_out })
+    Ok(ExecOutput {
+        exit_code,
+        stdout,
+        stderr,
+        timed_out,
+    })
 }
 
 /// Read what is there; false at EOF or error. Beyond the cap data is read and dropped so the
@@ -132,7 +182,8 @@ fn run_command(runtime: &dyn ContainerRuntime, init: Pid, command: &ExecCommand<
 fn read_some(fd: &OwnedFd, into: &mut Vec<u8>) -> bool {
     let mut buffer = [0u8; 16 * 1024];
     // SAFETY: ManuallyDrop keeps the borrowed fd open; `fd` outlives this call.
-    let mut file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) });
+    let mut file =
+        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) });
     match file.read(&mut buffer) {
         Ok(0) => false,
         Ok(n) => {
@@ -140,7 +191,12 @@ fn read_some(fd: &OwnedFd, into: &mut Vec<u8>) -> bool {
             into.extend_from_slice(&buffer[..n.min(room)]);
             true
         }
-        Err(e) if e.kind() == std::io::ErrorKind::Interrupted || e.kind() == std::io::ErrorKind::WouldBlock => true,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::Interrupted
+                || e.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            true
+        }
         Err(_) => false,
     }
 }
@@ -150,7 +206,9 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
 }
 
 fn dev_null() -> Result<OwnedFd, String> {
-    std::fs::File::open("/dev/null").map(OwnedFd::from).map_err(|e| format!("/dev/null: {e}"))
+    std::fs::File::open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|e| format!("/dev/null: {e}"))
 }
 
 /// A pidfd for `pid` (Linux 5.3+); None if the kernel has none.

@@ -12,7 +12,10 @@ pub enum ExitFileError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: not an exit record: {source}")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// The exit record in `state_dir`, or None while the container has not exited (or the shim
@@ -38,13 +41,18 @@ pub fn write_exit_file(state_dir: &Path, exit: &ExitInfo) -> Result<(), ExitFile
         let path = path.to_path_buf();
         move |source| ExitFileError::Io { path, source }
     };
-    let bytes = serde_json::to_vec(exit).map_err(|source| ExitFileError::Corrupt { path: path.clone(), source })?;
+    let bytes = serde_json::to_vec(exit).map_err(|source| ExitFileError::Corrupt {
+        path: path.clone(),
+        source,
+    })?;
     let mut file = File::create(&temp).map_err(io_err(&temp))?;
     file.write_all(&bytes).map_err(io_err(&temp))?;
     file.sync_all().map_err(io_err(&temp))?;
     drop(file);
     fs::rename(&temp, &path).map_err(io_err(&path))?;
-    File::open(state_dir).and_then(|dir| dir.sync_all()).map_err(io_err(state_dir))?;
+    File::open(state_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_err(state_dir))?;
     Ok(())
 }
 
@@ -67,14 +75,30 @@ mod tests {
     fn missing_file_is_none_and_written_file_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_exit_file(dir.path()).unwrap(), None);
-        let exit = ExitInfo { exit_code: 137, exited_at_ns: 20, started_at_ns: 10, oom_killed: true, signal: 9 };
+        let exit = ExitInfo {
+            exit_code: 137,
+            exited_at_ns: 20,
+            started_at_ns: 10,
+            oom_killed: true,
+            signal: 9,
+        };
         write_exit_file(dir.path(), &exit).unwrap();
         assert_eq!(read_exit_file(dir.path()).unwrap(), Some(exit));
         // The temp file is gone; the record has the contract's field names.
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("exit.json")]);
-        let json: serde_json::Value = serde_json::from_slice(&fs::read(dir.path().join("exit.json")).unwrap()).unwrap();
-        for key in ["exit_code", "exited_at_ns", "started_at_ns", "oom_killed", "signal"] {
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.path().join("exit.json")).unwrap()).unwrap();
+        for key in [
+            "exit_code",
+            "exited_at_ns",
+            "started_at_ns",
+            "oom_killed",
+            "signal",
+        ] {
             assert!(json.get(key).is_some(), "{key} in {json}");
         }
     }
@@ -83,7 +107,10 @@ mod tests {
     fn corrupt_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("exit.json"), b"{\"exit_code\":").unwrap();
-        assert!(matches!(read_exit_file(dir.path()), Err(ExitFileError::Corrupt { .. })));
+        assert!(matches!(
+            read_exit_file(dir.path()),
+            Err(ExitFileError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -93,7 +120,10 @@ mod tests {
         use nix::unistd::Pid;
         let pid = Pid::from_raw(1);
         assert_eq!(exit_code_of(WaitStatus::Exited(pid, 3)), Some((3, 0)));
-        assert_eq!(exit_code_of(WaitStatus::Signaled(pid, Signal::SIGTERM, false)), Some((143, 15)));
+        assert_eq!(
+            exit_code_of(WaitStatus::Signaled(pid, Signal::SIGTERM, false)),
+            Some((143, 15))
+        );
         assert_eq!(exit_code_of(WaitStatus::StillAlive), None);
     }
 }

@@ -74,8 +74,13 @@ impl ExternalRuntime {
     /// Run the runtime to completion with its output captured; Err carries its message.
     fn run(&self, args: &[&OsStr]) -> Result<(), String> {
         let mut command = self.command(args);
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        let output = command.output().map_err(|e| format!("{}: {e}", self.binary.display()))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let output = command
+            .output()
+            .map_err(|e| format!("{}: {e}", self.binary.display()))?;
         if output.status.success() {
             return Ok(());
         }
@@ -84,7 +89,10 @@ impl ExternalRuntime {
 
     /// The runtime's own words for a failure: the last error in its JSON log, else its stderr.
     fn failure(&self, args: &[&OsStr], stderr: &[u8], status: std::process::ExitStatus) -> String {
-        let verb = args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+        let verb = args
+            .first()
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let message = last_logged_error(&self.log_file())
             .or_else(|| {
                 let text = String::from_utf8_lossy(stderr).trim().to_string();
@@ -102,7 +110,14 @@ impl ContainerRuntime for ExternalRuntime {
         let bundle = self.bundle.clone().into_os_string();
         let id = OsString::from(&self.id);
         let pid_file_arg = pid_file.clone().into_os_string();
-        let args: [&OsStr; 6] = ["create".as_ref(), "--bundle".as_ref(), &bundle, "--pid-file".as_ref(), &pid_file_arg, &id];
+        let args: [&OsStr; 6] = [
+            "create".as_ref(),
+            "--bundle".as_ref(),
+            &bundle,
+            "--pid-file".as_ref(),
+            &pid_file_arg,
+            &id,
+        ];
         // The runtime passes its own stdio on to the container: give it the container's pipes.
         // Its own error output then lands in the container log too; the message we report
         // comes from its JSON log file.
@@ -120,7 +135,10 @@ impl ContainerRuntime for ExternalRuntime {
         }
         let text = std::fs::read_to_string(&pid_file)
             .map_err(|e| format!("{}: {e}", pid_file.display()))?;
-        let pid: i32 = text.trim().parse().map_err(|_| format!("{}: not a pid: {text:?}", pid_file.display()))?;
+        let pid: i32 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{}: not a pid: {text:?}", pid_file.display()))?;
         Ok(Pid::from_raw(pid))
     }
 
@@ -131,14 +149,27 @@ impl ContainerRuntime for ExternalRuntime {
     fn signal(&mut self, init: Pid, signal: Signal, all: bool) -> Result<(), String> {
         if all {
             let number = (signal as i32).to_string();
-            return self.run(&["kill".as_ref(), "--all".as_ref(), self.id.as_ref(), number.as_ref()]);
+            return self.run(&[
+                "kill".as_ref(),
+                "--all".as_ref(),
+                self.id.as_ref(),
+                number.as_ref(),
+            ]);
         }
         kill(init, signal).map_err(|e| format!("kill {init} {signal}: {e}"))
     }
 
-    fn spawn_exec(&self, _init: Pid, command: &ExecCommand<'_>, stdio: StdioFds) -> Result<ExecChild, String> {
-        let pid_file = self.state_dir.join(format!("exec-{}.pid", std::process::id()));
-        let mut runtime = self.command(&["exec".as_ref(), "--pid-file".as_ref(), pid_file.as_os_str()]);
+    fn spawn_exec(
+        &self,
+        _init: Pid,
+        command: &ExecCommand<'_>,
+        stdio: StdioFds,
+    ) -> Result<ExecChild, String> {
+        let pid_file = self
+            .state_dir
+            .join(format!("exec-{}.pid", std::process::id()));
+        let mut runtime =
+            self.command(&["exec".as_ref(), "--pid-file".as_ref(), pid_file.as_os_str()]);
         for variable in command.env {
             runtime.arg("--env").arg(variable);
         }
@@ -167,7 +198,12 @@ impl ContainerRuntime for ExternalRuntime {
     fn kill_leftovers(&mut self) {
         if self.created && !self.private_pid_ns {
             // Fails with "container not running" when nothing is left; that is fine.
-            let _ = self.run(&["kill".as_ref(), "--all".as_ref(), self.id.as_ref(), "KILL".as_ref()]);
+            let _ = self.run(&[
+                "kill".as_ref(),
+                "--all".as_ref(),
+                self.id.as_ref(),
+                "KILL".as_ref(),
+            ]);
         }
     }
 
@@ -193,6 +229,7 @@ fn last_logged_error(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines().rev().find_map(|line| {
         let value: serde_json::Value = serde_json::from_str(line).ok()?;
-        (value.get("level")?.as_str()? == "error").then(|| value.get("msg")?.as_str().map(str::to_string))?
+        (value.get("level")?.as_str()? == "error")
+            .then(|| value.get("msg")?.as_str().map(str::to_string))?
     })
 }

@@ -37,7 +37,12 @@ pub trait ContainerRuntime {
     /// Signal the init (`all` = every process of the container).
     fn signal(&mut self, init: Pid, signal: Signal, all: bool) -> Result<(), String>;
     /// Start an exec'd process in the running container (called in the exec helper process).
-    fn spawn_exec(&self, init: Pid, command: &ExecCommand<'_>, stdio: StdioFds) -> Result<ExecChild, String>;
+    fn spawn_exec(
+        &self,
+        init: Pid,
+        command: &ExecCommand<'_>,
+        stdio: StdioFds,
+    ) -> Result<ExecChild, String>;
     /// After the init exited: SIGKILL what is left of the container.
     fn kill_leftovers(&mut self);
     /// Did the kernel OOM-kill a process of the container?

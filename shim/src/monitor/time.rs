@@ -51,7 +51,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
@@ -72,11 +73,23 @@ mod tests {
     fn formats_known_instants() {
         assert_eq!(fmt(0), "1970-01-01T00:00:00.000000000Z");
         // The example from the CRI logging design.
-        assert_eq!(fmt(1_475_713_029_669_794_202), "2016-10-06T00:17:09.669794202Z");
+        assert_eq!(
+            fmt(1_475_713_029_669_794_202),
+            "2016-10-06T00:17:09.669794202Z"
+        );
         // Leap day and end of a century leap year.
-        assert_eq!(fmt(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
-        assert_eq!(fmt(1_704_164_645_123_456_789), "2024-01-02T03:04:05.123456789Z");
-        assert_eq!(fmt(4_102_444_799_999_999_999), "2099-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            fmt(951_782_400_000_000_001),
+            "2000-02-29T00:00:00.000000001Z"
+        );
+        assert_eq!(
+            fmt(1_704_164_645_123_456_789),
+            "2024-01-02T03:04:05.123456789Z"
+        );
+        assert_eq!(
+            fmt(4_102_444_799_999_999_999),
+            "2099-12-31T23:59:59.999999999Z"
+        );
     }
 
     #[test]

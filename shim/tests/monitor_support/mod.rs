@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use berth_shim::client::ShimClient;
-use oci_spec::runtime::{LinuxBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec};
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec,
+};
 
 pub const RUNC: &str = "/usr/sbin/runc";
 
@@ -21,7 +23,10 @@ pub fn is_root() -> bool {
 
 /// A unique name part: pid + clock, hex.
 pub fn unique() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff)
 }
 
@@ -41,7 +46,10 @@ pub struct Bundle {
 impl Bundle {
     /// A busybox rootfs and a spec from oci_spec's defaults running `args`.
     pub fn new(args: &[&str], runtime: Option<&str>) -> Bundle {
-        let temp = tempfile::Builder::new().prefix("berth-shim-test").tempdir().unwrap();
+        let temp = tempfile::Builder::new()
+            .prefix("berth-shim-test")
+            .tempdir()
+            .unwrap();
         let id = format!("c{}", unique());
         let bundle = temp.path().join("bundle");
         let rootfs = bundle.join("rootfs");
@@ -49,7 +57,10 @@ impl Bundle {
             std::fs::create_dir_all(rootfs.join(dir)).unwrap();
         }
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "echo", "sleep", "cat", "printf", "true", "false", "ls", "kill", "head", "yes", "dd", "tr", "wc"] {
+        for applet in [
+            "sh", "echo", "sleep", "cat", "printf", "true", "false", "ls", "kill", "head", "yes",
+            "dd", "tr", "wc",
+        ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         let cgroup_parent = format!("/berth-test-{}", unique());
@@ -63,7 +74,13 @@ impl Bundle {
             .build()
             .unwrap();
         spec.set_process(Some(process));
-        spec.set_root(Some(RootBuilder::default().path(rootfs.clone()).readonly(false).build().unwrap()));
+        spec.set_root(Some(
+            RootBuilder::default()
+                .path(rootfs.clone())
+                .readonly(false)
+                .build()
+                .unwrap(),
+        ));
         spec.set_hostname(Some("berth-test".into()));
         let default_linux = spec.linux().clone().unwrap();
         let linux = LinuxBuilder::default()
@@ -116,7 +133,11 @@ impl Bundle {
     }
 
     pub fn read_pid(&self, name: &str) -> Option<i32> {
-        std::fs::read_to_string(self.state_dir.join(name)).ok()?.trim().parse().ok()
+        std::fs::read_to_string(self.state_dir.join(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     pub fn log_text(&self) -> String {
@@ -124,15 +145,28 @@ impl Bundle {
     }
 
     pub fn cgroup_exists(&self) -> bool {
-        berth_shim::cgroups::manager(&self.cgroups_path).map(|m| m.exists()).unwrap_or(false)
+        berth_shim::cgroups::manager(&self.cgroups_path)
+            .map(|m| m.exists())
+            .unwrap_or(false)
     }
 
     /// Nothing of the container is left: no shim, no init, no cgroup, no socket.
     pub fn assert_nothing_left(&self, shim_pid: i32, init_pid: i32) {
-        wait_until(Duration::from_secs(5), || !alive(shim_pid), "the shim exits");
+        wait_until(
+            Duration::from_secs(5),
+            || !alive(shim_pid),
+            "the shim exits",
+        );
         assert!(!alive(init_pid), "container init {init_pid} is gone");
-        assert!(!self.state_dir.join("control.sock").exists(), "control socket removed");
-        assert!(!self.cgroup_exists(), "container cgroup {} removed", self.cgroups_path);
+        assert!(
+            !self.state_dir.join("control.sock").exists(),
+            "control socket removed"
+        );
+        assert!(
+            !self.cgroup_exists(),
+            "container cgroup {} removed",
+            self.cgroups_path
+        );
     }
 }
 
@@ -142,7 +176,10 @@ impl Drop for Bundle {
         for name in ["shim.pid", "pid"] {
             if let Some(pid) = self.read_pid(name) {
                 if alive(pid) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         }
@@ -170,7 +207,9 @@ impl Drop for Bundle {
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next()).flatten();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
             !matches!(state, Some('Z') | Some('X') | None)
         }
         Err(_) => false,
@@ -207,7 +246,9 @@ pub fn entries(text: &str) -> Vec<(String, String, String)> {
 }
 
 pub fn has_entry(text: &str, stream: &str, tag: &str, content: &str) -> bool {
-    entries(text).iter().any(|(s, t, c)| s == stream && t == tag && c == content)
+    entries(text)
+        .iter()
+        .any(|(s, t, c)| s == stream && t == tag && c == content)
 }
 
 pub fn path_str(path: &Path) -> &str {
@@ -223,9 +264,17 @@ pub fn lifecycle(runtime: Option<&str>) {
                   while true; do sleep 0.05; done";
     let bundle = Bundle::new(&["sh", "-c", script], runtime);
     let output = bundle.create();
-    assert!(output.status.success(), "create failed: {}", stderr_of(&output));
-    let shim_pid = bundle.read_pid("shim.pid").expect("shim.pid written before create returns");
-    let init_pid = bundle.read_pid("pid").expect("pid written before create returns");
+    assert!(
+        output.status.success(),
+        "create failed: {}",
+        stderr_of(&output)
+    );
+    let shim_pid = bundle
+        .read_pid("shim.pid")
+        .expect("shim.pid written before create returns");
+    let init_pid = bundle
+        .read_pid("pid")
+        .expect("pid written before create returns");
     assert!(alive(shim_pid) && alive(init_pid));
     let client = bundle.client();
 
@@ -233,9 +282,15 @@ pub fn lifecycle(runtime: Option<&str>) {
     assert_eq!(status.state, ShimState::Created);
     assert_eq!(status.pid, init_pid);
     assert_eq!(status.started_at_ns, 0);
-    assert!(bundle.cgroup_exists(), "cgroup {} exists while created", bundle.cgroups_path);
+    assert!(
+        bundle.cgroup_exists(),
+        "cgroup {} exists while created",
+        bundle.cgroups_path
+    );
     // Exec needs a running container.
-    assert!(client.exec(vec!["true".into()], vec![], None, Duration::from_secs(5)).is_err());
+    assert!(client
+        .exec(vec!["true".into()], vec![], None, Duration::from_secs(5))
+        .is_err());
 
     client.start().unwrap();
     let status = client.status().unwrap();
@@ -243,16 +298,39 @@ pub fn lifecycle(runtime: Option<&str>) {
     assert!(status.started_at_ns > 0);
     assert!(client.start().is_err(), "a second start fails");
 
-    wait_until(Duration::from_secs(5), || {
-        let text = bundle.log_text();
-        has_entry(&text, "stdout", "F", "out") && has_entry(&text, "stderr", "F", "err")
-    }, "stdout and stderr lines are in the CRI log");
+    wait_until(
+        Duration::from_secs(5),
+        || {
+            let text = bundle.log_text();
+            has_entry(&text, "stdout", "F", "out") && has_entry(&text, "stderr", "F", "err")
+        },
+        "stdout and stderr lines are in the CRI log",
+    );
 
-    let hi = client.exec(vec!["echo".into(), "hi".into()], vec![], None, Duration::from_secs(10)).unwrap();
-    assert_eq!((hi.exit_code, hi.stdout.as_slice(), hi.stderr.as_slice(), hi.timed_out), (0, &b"hi\n"[..], &b""[..], false));
+    let hi = client
+        .exec(
+            vec!["echo".into(), "hi".into()],
+            vec![],
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            hi.exit_code,
+            hi.stdout.as_slice(),
+            hi.stderr.as_slice(),
+            hi.timed_out
+        ),
+        (0, &b"hi\n"[..], &b""[..], false)
+    );
     let env_cwd = client
         .exec(
-            vec!["sh".into(), "-c".into(), "echo $GREETING; pwd; echo e >&2; exit 3".into()],
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "echo $GREETING; pwd; echo e >&2; exit 3".into(),
+            ],
             vec!["GREETING=hello".into(), "PATH=/bin".into()],
             Some("/tmp".into()),
             Duration::from_secs(10),
@@ -262,10 +340,21 @@ pub fn lifecycle(runtime: Option<&str>) {
     assert_eq!(String::from_utf8_lossy(&env_cwd.stdout), "hello\n/tmp\n");
     assert_eq!(String::from_utf8_lossy(&env_cwd.stderr), "e\n");
     let started = Instant::now();
-    let slow = client.exec(vec!["sleep".into(), "30".into()], vec![], None, Duration::from_millis(300)).unwrap();
+    let slow = client
+        .exec(
+            vec!["sleep".into(), "30".into()],
+            vec![],
+            None,
+            Duration::from_millis(300),
+        )
+        .unwrap();
     assert!(slow.timed_out, "{slow:?}");
     assert_eq!(slow.exit_code, -1);
-    assert!(started.elapsed() < Duration::from_secs(5), "timeout enforced: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "timeout enforced: {:?}",
+        started.elapsed()
+    );
     // The shim kept serving meanwhile, and the container still runs.
     assert_eq!(client.status().unwrap().state, ShimState::Running);
 
@@ -273,13 +362,31 @@ pub fn lifecycle(runtime: Option<&str>) {
     let rotated = bundle.log_path.with_extension("log.1");
     std::fs::rename(&bundle.log_path, &rotated).unwrap();
     client.reopen_log().unwrap();
-    assert!(bundle.log_path.exists(), "reopen creates the log file again");
+    assert!(
+        bundle.log_path.exists(),
+        "reopen creates the log file again"
+    );
     let write = client
-        .exec(vec!["sh".into(), "-c".into(), "echo after-rotation > /proc/1/fd/1".into()], vec![], None, Duration::from_secs(10))
+        .exec(
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "echo after-rotation > /proc/1/fd/1".into(),
+            ],
+            vec![],
+            None,
+            Duration::from_secs(10),
+        )
         .unwrap();
     assert_eq!(write.exit_code, 0, "{write:?}");
-    wait_until(Duration::from_secs(5), || has_entry(&bundle.log_text(), "stdout", "F", "after-rotation"), "the new file gets new lines");
-    assert!(!std::fs::read_to_string(&rotated).unwrap().contains("after-rotation"));
+    wait_until(
+        Duration::from_secs(5),
+        || has_entry(&bundle.log_text(), "stdout", "F", "after-rotation"),
+        "the new file gets new lines",
+    );
+    assert!(!std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("after-rotation"));
 
     client.signal(15, false).unwrap();
     let status = client.wait(Duration::from_secs(10)).unwrap();
@@ -288,31 +395,47 @@ pub fn lifecycle(runtime: Option<&str>) {
     assert_eq!(exit.exit_code, 143);
     assert!(!exit.oom_killed);
     assert!(exit.exited_at_ns >= exit.started_at_ns && exit.started_at_ns > 0);
-    let recorded = berth_shim::monitor::read_exit_file(&bundle.state_dir).unwrap().expect("exit.json written");
+    let recorded = berth_shim::monitor::read_exit_file(&bundle.state_dir)
+        .unwrap()
+        .expect("exit.json written");
     assert_eq!(recorded, exit);
 
     bundle.assert_nothing_left(shim_pid, init_pid);
     // The unterminated last line was written as a full entry at EOF... into the file that was
     // current then (the rotated one got it only if it came before the rename).
-    let all = format!("{}{}", std::fs::read_to_string(&rotated).unwrap(), bundle.log_text());
+    let all = format!(
+        "{}{}",
+        std::fs::read_to_string(&rotated).unwrap(),
+        bundle.log_text()
+    );
     assert!(has_entry(&all, "stderr", "F", "no newline"), "{all}");
     // The shim is gone; the client answers from exit.json.
     assert_eq!(client.status().unwrap().exit, Some(exit));
-    assert!(matches!(client.start(), Err(berth_shim::client::ShimClientError::NotRunning)));
+    assert!(matches!(
+        client.start(),
+        Err(berth_shim::client::ShimClientError::NotRunning)
+    ));
 }
 
 /// A container that is never started and gets SIGKILL exits like any other.
 pub fn kill_before_start(runtime: Option<&str>) {
     let bundle = Bundle::new(&["sleep", "100"], runtime);
     let output = bundle.create();
-    assert!(output.status.success(), "create failed: {}", stderr_of(&output));
+    assert!(
+        output.status.success(),
+        "create failed: {}",
+        stderr_of(&output)
+    );
     let shim_pid = bundle.read_pid("shim.pid").unwrap();
     let init_pid = bundle.read_pid("pid").unwrap();
     let client = bundle.client();
     client.signal(9, false).unwrap();
     let status = client.wait(Duration::from_secs(10)).unwrap();
     let exit = status.exit.expect("exited");
-    assert_eq!((exit.exit_code, exit.signal, exit.started_at_ns), (137, 9, 0));
+    assert_eq!(
+        (exit.exit_code, exit.signal, exit.started_at_ns),
+        (137, 9, 0)
+    );
     bundle.assert_nothing_left(shim_pid, init_pid);
 }
 
@@ -320,7 +443,11 @@ pub fn kill_before_start(runtime: Option<&str>) {
 pub fn wait_times_out(runtime: Option<&str>) {
     let bundle = Bundle::new(&["sleep", "100"], runtime);
     let output = bundle.create();
-    assert!(output.status.success(), "create failed: {}", stderr_of(&output));
+    assert!(
+        output.status.success(),
+        "create failed: {}",
+        stderr_of(&output)
+    );
     let client = bundle.client();
     client.start().unwrap();
     let started = Instant::now();
@@ -331,7 +458,11 @@ pub fn wait_times_out(runtime: Option<&str>) {
     let shim_pid = bundle.read_pid("shim.pid").unwrap();
     let init_pid = bundle.read_pid("pid").unwrap();
     client.signal(9, true).unwrap();
-    let exit = client.wait(Duration::from_secs(10)).unwrap().exit.expect("exited");
+    let exit = client
+        .wait(Duration::from_secs(10))
+        .unwrap()
+        .exit
+        .expect("exited");
     assert_eq!(exit.exit_code, 137);
     bundle.assert_nothing_left(shim_pid, init_pid);
 }
@@ -344,10 +475,15 @@ pub fn missing_binary(runtime: Option<&str>) -> (String, bool) {
     let message = if output.status.success() {
         let shim_pid = bundle.read_pid("shim.pid").unwrap();
         let init_pid = bundle.read_pid("pid").unwrap();
-        let error = bundle.client().start().expect_err("start of a missing binary fails");
+        let error = bundle
+            .client()
+            .start()
+            .expect_err("start of a missing binary fails");
         let message = error.to_string();
         bundle.assert_nothing_left(shim_pid, init_pid);
-        let exit = berth_shim::monitor::read_exit_file(&bundle.state_dir).unwrap().expect("exit.json");
+        let exit = berth_shim::monitor::read_exit_file(&bundle.state_dir)
+            .unwrap()
+            .expect("exit.json");
         assert_ne!(exit.exit_code, 0);
         message
     } else {
@@ -356,7 +492,10 @@ pub fn missing_binary(runtime: Option<&str>) -> (String, bool) {
         assert!(!bundle.cgroup_exists());
         stderr_of(&output)
     };
-    assert!(message.contains("/no/such/binary"), "message names the binary: {message}");
+    assert!(
+        message.contains("/no/such/binary"),
+        "message names the binary: {message}"
+    );
     (message, output.status.success())
 }
 
@@ -366,20 +505,50 @@ pub fn survives_parent_death(runtime: Option<&str>) {
     use std::os::unix::process::CommandExt;
     let bundle = Bundle::new(&["sleep", "100"], runtime);
     let create = bundle.create_command(&[]);
-    let script = format!("{:?} {}; sleep 100", create.get_program(), create.get_args().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(" "));
-    let mut parent = Command::new("sh").arg("-c").arg(script).process_group(0).spawn().unwrap();
-    wait_until(Duration::from_secs(10), || bundle.state_dir.join("control.sock").exists(), "the shim serves");
+    let script = format!(
+        "{:?} {}; sleep 100",
+        create.get_program(),
+        create
+            .get_args()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut parent = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        || bundle.state_dir.join("control.sock").exists(),
+        "the shim serves",
+    );
     let shim_pid = bundle.read_pid("shim.pid").unwrap();
     let init_pid = bundle.read_pid("pid").unwrap();
     // Kill the parent's whole process group (only processes this test started).
-    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(parent.id() as i32), nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(parent.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     parent.wait().unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    assert!(alive(shim_pid) && alive(init_pid), "shim and container outlive the parent");
+    assert!(
+        alive(shim_pid) && alive(init_pid),
+        "shim and container outlive the parent"
+    );
     let sid = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(shim_pid))).unwrap();
-    assert_ne!(sid, nix::unistd::getsid(None).unwrap(), "the shim has its own session");
+    assert_ne!(
+        sid,
+        nix::unistd::getsid(None).unwrap(),
+        "the shim has its own session"
+    );
     let client = bundle.client();
-    assert_eq!(client.status().unwrap().state, berth_shim::protocol::ShimState::Created);
+    assert_eq!(
+        client.status().unwrap().state,
+        berth_shim::protocol::ShimState::Created
+    );
     client.signal(9, false).unwrap();
     client.wait(Duration::from_secs(10)).unwrap();
     bundle.assert_nothing_left(shim_pid, init_pid);
@@ -391,17 +560,36 @@ pub fn big_output(runtime: Option<&str>) {
     let script = "yes x | head -c 80000 | tr -d '\\n'; echo; printf tail";
     let bundle = Bundle::new(&["sh", "-c", script], runtime);
     let output = bundle.create();
-    assert!(output.status.success(), "create failed: {}", stderr_of(&output));
+    assert!(
+        output.status.success(),
+        "create failed: {}",
+        stderr_of(&output)
+    );
     let shim_pid = bundle.read_pid("shim.pid").unwrap();
     let init_pid = bundle.read_pid("pid").unwrap();
     let client = bundle.client();
     client.start().unwrap();
-    let exit = client.wait(Duration::from_secs(10)).unwrap().exit.expect("exited");
+    let exit = client
+        .wait(Duration::from_secs(10))
+        .unwrap()
+        .exit
+        .expect("exited");
     assert_eq!(exit.exit_code, 0);
     bundle.assert_nothing_left(shim_pid, init_pid);
     let entries = entries(&bundle.log_text());
-    let shape: Vec<(&str, &str, usize)> = entries.iter().map(|(s, t, c)| (s.as_str(), t.as_str(), c.len())).collect();
-    assert_eq!(shape, vec![("stdout", "P", 16384), ("stdout", "P", 16384), ("stdout", "F", 40000 - 2 * 16384), ("stdout", "F", 4)]);
+    let shape: Vec<(&str, &str, usize)> = entries
+        .iter()
+        .map(|(s, t, c)| (s.as_str(), t.as_str(), c.len()))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("stdout", "P", 16384),
+            ("stdout", "P", 16384),
+            ("stdout", "F", 40000 - 2 * 16384),
+            ("stdout", "F", 4)
+        ]
+    );
     assert_eq!(entries[3].2, "tail");
 }
 
@@ -409,11 +597,24 @@ pub fn big_output(runtime: Option<&str>) {
 pub fn big_exec_output(runtime: Option<&str>) {
     let bundle = Bundle::new(&["sleep", "100"], runtime);
     let output = bundle.create();
-    assert!(output.status.success(), "create failed: {}", stderr_of(&output));
+    assert!(
+        output.status.success(),
+        "create failed: {}",
+        stderr_of(&output)
+    );
     let client = bundle.client();
     client.start().unwrap();
     let big = client
-        .exec(vec!["sh".into(), "-c".into(), "yes abcdefg | head -c 1000000; yes e | head -c 300000 >&2".into()], vec![], None, Duration::from_secs(20))
+        .exec(
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "yes abcdefg | head -c 1000000; yes e | head -c 300000 >&2".into(),
+            ],
+            vec![],
+            None,
+            Duration::from_secs(20),
+        )
         .unwrap();
     assert_eq!(big.exit_code, 0);
     assert_eq!(big.stdout.len(), 1_000_000);
@@ -428,44 +629,98 @@ pub fn big_exec_output(runtime: Option<&str>) {
 
 /// A container over its memory limit is OOM-killed: exit 137 and oom_killed in exit.json.
 pub fn oom_kill(runtime: Option<&str>) {
-    let bundle = Bundle::new(&["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"], runtime);
+    let bundle = Bundle::new(
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"],
+        runtime,
+    );
     // 32 MiB of memory (and no more with swap), written into the spec.
     let config = bundle.bundle.join("config.json");
     let mut spec = Spec::load(&config).unwrap();
     let mut linux = spec.linux().clone().unwrap();
-    let memory = LinuxMemoryBuilder::default().limit(32 << 20).swap(32 << 20).build().unwrap();
-    linux.set_resources(Some(LinuxResourcesBuilder::default().memory(memory).build().unwrap()));
+    let memory = LinuxMemoryBuilder::default()
+        .limit(32 << 20)
+        .swap(32 << 20)
+        .build()
+        .unwrap();
+    linux.set_resources(Some(
+        LinuxResourcesBuilder::default()
+            .memory(memory)
+            .build()
+            .unwrap(),
+    ));
     spec.set_linux(Some(linux));
     spec.save(&config).unwrap();
 
     let output = bundle.create();
-    assert!(output.status.success(), "create failed: {}", stderr_of(&output));
+    assert!(
+        output.status.success(),
+        "create failed: {}",
+        stderr_of(&output)
+    );
     let shim_pid = bundle.read_pid("shim.pid").unwrap();
     let init_pid = bundle.read_pid("pid").unwrap();
     let client = bundle.client();
     client.start().unwrap();
-    let exit = client.wait(Duration::from_secs(20)).unwrap().exit.expect("exited");
-    assert_eq!((exit.exit_code, exit.signal, exit.oom_killed), (137, 9, true), "{exit:?}");
+    let exit = client
+        .wait(Duration::from_secs(20))
+        .unwrap()
+        .exit
+        .expect("exited");
+    assert_eq!(
+        (exit.exit_code, exit.signal, exit.oom_killed),
+        (137, 9, true),
+        "{exit:?}"
+    );
     bundle.assert_nothing_left(shim_pid, init_pid);
 }
 
 /// A long exec runs in a helper: status, a second exec and wait are served meanwhile.
 pub fn serves_during_exec(runtime: Option<&str>) {
-    let bundle = Bundle::new(&["sh", "-c", "trap 'exit 143' TERM; while true; do sleep 0.05; done"], runtime);
+    let bundle = Bundle::new(
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 143' TERM; while true; do sleep 0.05; done",
+        ],
+        runtime,
+    );
     let output = bundle.create();
-    assert!(output.status.success(), "create failed: {}", stderr_of(&output));
+    assert!(
+        output.status.success(),
+        "create failed: {}",
+        stderr_of(&output)
+    );
     let client = bundle.client();
     client.start().unwrap();
     let slow_client = client.clone();
     let slow = std::thread::spawn(move || {
-        slow_client.exec(vec!["sh".into(), "-c".into(), "sleep 1; echo slow".into()], vec![], None, Duration::from_secs(20))
+        slow_client.exec(
+            vec!["sh".into(), "-c".into(), "sleep 1; echo slow".into()],
+            vec![],
+            None,
+            Duration::from_secs(20),
+        )
     });
     std::thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
-    assert_eq!(client.status().unwrap().state, berth_shim::protocol::ShimState::Running);
-    let quick = client.exec(vec!["echo".into(), "quick".into()], vec![], None, Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        client.status().unwrap().state,
+        berth_shim::protocol::ShimState::Running
+    );
+    let quick = client
+        .exec(
+            vec!["echo".into(), "quick".into()],
+            vec![],
+            None,
+            Duration::from_secs(20),
+        )
+        .unwrap();
     assert_eq!(quick.stdout, b"quick\n");
-    assert!(started.elapsed() < Duration::from_millis(800), "served while the slow exec runs: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "served while the slow exec runs: {:?}",
+        started.elapsed()
+    );
     let slow = slow.join().unwrap().unwrap();
     assert_eq!(slow.stdout, b"slow\n");
     let shim_pid = bundle.read_pid("shim.pid").unwrap();
