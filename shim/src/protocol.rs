@@ -34,7 +34,9 @@ pub enum Request {
     Wait {
         timeout_ms: u64,
     },
-    /// Run a command in the running container; `timeout_ms` 0 = no timeout.
+    /// Run a command in the running container; `timeout_ms` 0 = no timeout. `env` is added
+    /// to the container's process env (same name: replaced), as `runc exec --env` does;
+    /// `cwd` None = the container's cwd.
     Exec {
         args: Vec<String>,
         env: Vec<String>,

@@ -95,7 +95,21 @@ impl ContainerRuntime for BuiltinRuntime {
             .map_err(|e| format!("loading the bundle's config.json: {e}"))?;
         let cgroup = &self.cgroup;
         let mut place = |pid: Pid| cgroup.add_task(pid).map_err(|e| e.to_string());
-        let pid = container_exec(init, &spec, command, stdio, &mut place)?;
+        // As `runc exec --env`: the container's environment, with the request's entries
+        // added or overriding (CRI's ExecSync carries none; the command still gets PATH).
+        let env = merged_env(
+            spec.process()
+                .as_ref()
+                .and_then(|p| p.env().as_deref())
+                .unwrap_or(&[]),
+            command.env,
+        );
+        let command = ExecCommand {
+            args: command.args,
+            env: &env,
+            cwd: command.cwd,
+        };
+        let pid = container_exec(init, &spec, &command, stdio, &mut place)?;
         Ok(ExecChild {
             waited: pid,
             also_kill: None,
@@ -126,6 +140,41 @@ impl ContainerRuntime for BuiltinRuntime {
                 log_warn!("removing cgroup {}: {e}", self.cgroup.path());
             }
         }
+    }
+}
+
+/// `base` with `overrides` applied: same variable name replaces, new names are appended.
+fn merged_env(base: &[String], overrides: &[String]) -> Vec<String> {
+    let name = |entry: &str| {
+        entry
+            .split_once('=')
+            .map_or(entry, |(name, _)| name)
+            .to_string()
+    };
+    let mut env: Vec<String> = base
+        .iter()
+        .filter(|entry| !overrides.iter().any(|o| name(o) == name(entry)))
+        .cloned()
+        .collect();
+    env.extend(overrides.iter().cloned());
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_env_overrides_the_containers() {
+        let base = [
+            "PATH=/bin".to_string(),
+            "A=1".to_string(),
+            "B=2".to_string(),
+        ];
+        let overrides = ["A=9".to_string(), "C=3".to_string()];
+        assert_eq!(
+            super::merged_env(&base, &overrides),
+            ["PATH=/bin", "B=2", "A=9", "C=3"]
+        );
+        assert_eq!(super::merged_env(&base, &[]), base);
     }
 }
 

@@ -337,6 +337,16 @@ pub fn lifecycle(runtime: Option<&str>) {
         )
         .unwrap();
     assert_eq!(env_cwd.exit_code, 3);
+    // Without env the command gets the container's environment (as runc exec does).
+    let inherited = client
+        .exec(
+            vec!["sh".into(), "-c".into(), "echo $PATH".into()],
+            vec![],
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&inherited.stdout), "/bin\n");
     assert_eq!(String::from_utf8_lossy(&env_cwd.stdout), "hello\n/tmp\n");
     assert_eq!(String::from_utf8_lossy(&env_cwd.stderr), "e\n");
     let started = Instant::now();
