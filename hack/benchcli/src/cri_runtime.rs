@@ -41,6 +41,26 @@ pub struct PodIds {
     pub container_id: String,
 }
 
+/// Milliseconds spent in each step of a pod start (they add up to the start latency).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct StartPhases {
+    pub run_sandbox_ms: f64,
+    pub create_container_ms: f64,
+    pub start_container_ms: f64,
+    pub until_running_ms: f64,
+}
+
+/// Milliseconds of StopPodSandbox and of RemovePodSandbox.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct TeardownPhases {
+    pub stop_sandbox_ms: f64,
+    pub remove_sandbox_ms: f64,
+}
+
+fn elapsed_ms(since: std::time::Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
 fn host_network_namespaces() -> NamespaceOption {
     // hostNetwork: networking belongs to a later issue and must not be measured here.
     // PID per container and IPC per pod, as kubelet asks for an ordinary pod.
@@ -115,8 +135,10 @@ impl CriRuntime {
         template: &PodTemplate,
         index: usize,
         running_timeout: Duration,
-    ) -> Result<PodIds, (anyhow::Error, Option<String>)> {
+    ) -> Result<(PodIds, StartPhases), (anyhow::Error, Option<String>)> {
         let sandbox_config = template.sandbox_config(index);
+        let mut phases = StartPhases::default();
+        let step = std::time::Instant::now();
         let sandbox_id = self
             .client
             .run_pod_sandbox(RunPodSandboxRequest { config: Some(sandbox_config.clone()), runtime_handler: String::new() })
@@ -124,6 +146,8 @@ impl CriRuntime {
             .map_err(|e| (anyhow::Error::new(e).context(format!("RunPodSandbox {}", template.pod_name(index))), None))?
             .into_inner()
             .pod_sandbox_id;
+        phases.run_sandbox_ms = elapsed_ms(step);
+        let step = std::time::Instant::now();
         let with_sandbox = |e: anyhow::Error| (e, Some(sandbox_id.clone()));
         let container_id = self
             .client
@@ -136,12 +160,17 @@ impl CriRuntime {
             .map_err(|e| with_sandbox(anyhow::Error::new(e).context("CreateContainer")))?
             .into_inner()
             .container_id;
+        phases.create_container_ms = elapsed_ms(step);
+        let step = std::time::Instant::now();
         self.client
             .start_container(StartContainerRequest { container_id: container_id.clone() })
             .await
             .map_err(|e| with_sandbox(anyhow::Error::new(e).context("StartContainer")))?;
+        phases.start_container_ms = elapsed_ms(step);
+        let step = std::time::Instant::now();
         self.wait_running(&container_id, running_timeout).await.map_err(with_sandbox)?;
-        Ok(PodIds { sandbox_id, container_id })
+        phases.until_running_ms = elapsed_ms(step);
+        Ok((PodIds { sandbox_id, container_id }, phases))
     }
 
     async fn wait_running(&mut self, container_id: &str, timeout: Duration) -> anyhow::Result<()> {
@@ -173,16 +202,19 @@ impl CriRuntime {
 
     /// StopPodSandbox + RemovePodSandbox: what kubelet does to delete a pod whose containers
     /// it does not stop one by one first (the runtime stops them).
-    pub async fn stop_and_remove_pod(&mut self, sandbox_id: &str) -> anyhow::Result<()> {
+    pub async fn stop_and_remove_pod(&mut self, sandbox_id: &str) -> anyhow::Result<TeardownPhases> {
+        let step = std::time::Instant::now();
         self.client
             .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sandbox_id.to_string() })
             .await
             .with_context(|| format!("StopPodSandbox {sandbox_id}"))?;
+        let stop_sandbox_ms = elapsed_ms(step);
+        let step = std::time::Instant::now();
         self.client
             .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sandbox_id.to_string() })
             .await
             .with_context(|| format!("RemovePodSandbox {sandbox_id}"))?;
-        Ok(())
+        Ok(TeardownPhases { stop_sandbox_ms, remove_sandbox_ms: elapsed_ms(step) })
     }
 
     /// Runs `cmd` with ExecSync; fails unless it exits 0.

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cri_runtime::{StartPhases, TeardownPhases};
 use crate::proc_memory::ProcessMemory;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -11,6 +12,10 @@ pub struct PodSample {
     pub start_ms: f64,
     /// StopPodSandbox + RemovePodSandbox.
     pub teardown_ms: Option<f64>,
+    #[serde(default)]
+    pub start_phases: Option<StartPhases>,
+    #[serde(default)]
+    pub teardown_phases: Option<TeardownPhases>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +39,16 @@ pub struct PodBenchResult {
 impl PodBenchResult {
     pub fn start_ms(&self) -> Vec<f64> {
         self.samples.iter().take(self.count).map(|s| s.start_ms).collect()
+    }
+
+    /// One start phase of the reported pods.
+    pub fn start_phase_ms(&self, phase: fn(&StartPhases) -> f64) -> Vec<f64> {
+        self.samples.iter().take(self.count).filter_map(|s| s.start_phases.as_ref().map(phase)).collect()
+    }
+
+    /// One teardown phase of the reported pods.
+    pub fn teardown_phase_ms(&self, phase: fn(&TeardownPhases) -> f64) -> Vec<f64> {
+        self.samples.iter().take(self.count).filter_map(|s| s.teardown_phases.as_ref().map(phase)).collect()
     }
 
     pub fn teardown_ms(&self) -> Vec<f64> {

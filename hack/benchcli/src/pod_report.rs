@@ -21,8 +21,33 @@ fn mib(kib: f64) -> f64 {
 const METRICS: &[Metric] = &[
     Metric { name: "pod start median (ms)", value: |r| Some(median(&r.start_ms())), target: Some(0.25) },
     Metric { name: "pod start p90 (ms)", value: |r| Some(percentile(&r.start_ms(), 90.0)), target: None },
+    Metric {
+        name: "  RunPodSandbox median (ms)",
+        value: |r| Some(median(&r.start_phase_ms(|p| p.run_sandbox_ms))),
+        target: None,
+    },
+    Metric {
+        name: "  CreateContainer median (ms)",
+        value: |r| Some(median(&r.start_phase_ms(|p| p.create_container_ms))),
+        target: None,
+    },
+    Metric {
+        name: "  StartContainer median (ms)",
+        value: |r| Some(median(&r.start_phase_ms(|p| p.start_container_ms))),
+        target: None,
+    },
     Metric { name: "pod teardown median (ms)", value: |r| Some(median(&r.teardown_ms())), target: Some(0.25) },
     Metric { name: "pod teardown p90 (ms)", value: |r| Some(percentile(&r.teardown_ms(), 90.0)), target: None },
+    Metric {
+        name: "  StopPodSandbox median (ms)",
+        value: |r| Some(median(&r.teardown_phase_ms(|p| p.stop_sandbox_ms))),
+        target: None,
+    },
+    Metric {
+        name: "  RemovePodSandbox median (ms)",
+        value: |r| Some(median(&r.teardown_phase_ms(|p| p.remove_sandbox_ms))),
+        target: None,
+    },
     Metric { name: "ExecSync `true` median (ms)", value: |r| Some(median(&r.exec_ms)), target: Some(0.2) },
     Metric { name: "ExecSync `true` p90 (ms)", value: |r| Some(percentile(&r.exec_ms, 90.0)), target: None },
     Metric { name: "shim PSS per pod (MiB)", value: |r| Some(mib(r.shim_pss_per_pod_kib())), target: Some(0.1) },

@@ -74,8 +74,9 @@ async fn measure(
         prepare_log_directory(template, index)?;
         let started = Instant::now();
         match runtime.start_pod(template, index, options.running_timeout).await {
-            Ok(ids) => {
-                samples.push(PodSample { index, start_ms: ms(started.elapsed()), teardown_ms: None });
+            Ok((ids, phases)) => {
+                let start_ms = ms(started.elapsed());
+                samples.push(PodSample { index, start_ms, teardown_ms: None, start_phases: Some(phases), teardown_phases: None });
                 pods.push(ids);
             }
             Err((error, sandbox)) => {
@@ -107,9 +108,12 @@ async fn measure(
     let running = std::mem::take(pods);
     for (position, (sample, pod)) in samples.iter_mut().zip(running.iter()).enumerate() {
         let started = Instant::now();
-        if let Err(error) = runtime.stop_and_remove_pod(&pod.sandbox_id).await {
-            pods.extend(running[position..].iter().cloned());
-            return Err(error.context(format!("{}: tearing down pod {}", options.runtime, sample.index)));
+        match runtime.stop_and_remove_pod(&pod.sandbox_id).await {
+            Ok(phases) => sample.teardown_phases = Some(phases),
+            Err(error) => {
+                pods.extend(running[position..].iter().cloned());
+                return Err(error.context(format!("{}: tearing down pod {}", options.runtime, sample.index)));
+            }
         }
         sample.teardown_ms = Some(ms(started.elapsed()));
     }
