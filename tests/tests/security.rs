@@ -276,10 +276,8 @@ async fn masked_and_read_only_proc_paths() {
     let mut config = sleeper(&env, "privileged");
     container_security(&mut config).privileged = true;
     let privileged = run(&mut env, &privileged_pod, config).await;
-    assert_eq!(
-        env.exec_ok(&privileged, &["stat", "-c", "%F", "/proc/timer_list"]).await,
-        "regular file",
-        "a privileged container sees /proc unmasked"
-    );
+    // /proc files are "regular empty file" to stat; masked ones are /dev/null.
+    let kind = env.exec_ok(&privileged, &["stat", "-c", "%F", "/proc/timer_list"]).await;
+    assert!(kind.starts_with("regular"), "a privileged container sees /proc unmasked: {kind}");
     env.finish().await;
 }
