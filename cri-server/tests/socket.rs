@@ -6,15 +6,20 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use berth_cri::config::Config;
 use berth_cri::image::{ImageBackend, ImageServer};
+use berth_cri::runtime::context::RuntimeContext;
 use berth_cri::runtime::RuntimeServer;
+use berth_cri::sandbox::network::LoopbackNetwork;
+use berth_cri::store::RuntimeStore;
 use berth_cri::server::{ensure_socket_free, serve, BoundSocket, ServerError};
 use berth_images::error::Result as StoreResult;
 use berth_images::{Credentials, Error as StoreError, FsUsage, Image};
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListContainersRequest, PullImageRequest, RemoveImageRequest,
+    ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListContainersRequest, PodSandboxStatusRequest, PullImageRequest,
+    RemoveImageRequest,
     StatusRequest, VersionRequest,
 };
 use tokio::sync::oneshot;
@@ -48,6 +53,20 @@ impl ImageBackend for EmptyStore {
     }
 }
 
+/// A RuntimeService over a root and state inside `dir` (its config JSON names /test/root,
+/// like the image side).
+fn runtime_server(dir: &Path) -> RuntimeServer {
+    let mut config = Config::default();
+    config.root = dir.join("root");
+    config.state = dir.join("state");
+    std::fs::create_dir_all(&config.root).expect("root dir");
+    let db = Arc::new(redb::Database::create(config.metadata_db_path()).expect("image db"));
+    let images = Arc::new(berth_images::ImageStore::open(&config.root, db, config.images.clone()).expect("image store"));
+    let store = RuntimeStore::open(&config.runtime_db_path()).expect("runtime store");
+    let ctx = RuntimeContext::new(config, "{\"root\":\"/test/root\"}".into(), store, images, Arc::new(LoopbackNetwork));
+    RuntimeServer::new(Arc::new(ctx))
+}
+
 struct RunningServer {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
@@ -59,7 +78,8 @@ impl RunningServer {
         let bound = BoundSocket::bind(socket).expect("bind");
         let (stop, stopped) = oneshot::channel::<()>();
         let images = ImageServer::new(Arc::new(EmptyStore { root: PathBuf::from("/test/root") }));
-        let task = tokio::spawn(serve(bound, RuntimeServer::new("{\"root\":\"/test/root\"}".into()), images, async {
+        let runtime = runtime_server(socket.parent().expect("socket dir"));
+        let task = tokio::spawn(serve(bound, runtime, images, async {
             let _ = stopped.await;
         }));
         RunningServer { stop: Some(stop), task }
@@ -110,12 +130,13 @@ async fn answers_runtime_and_image_rpcs_over_the_socket() {
     assert!(conditions.iter().any(|c| c.r#type == "NetworkReady" && !c.status && c.reason == "NetworkPluginNotReady"));
     assert!(status.info["config"].contains("/test/root"));
 
-    let mut request = tonic::Request::new(ListContainersRequest::default());
+    let containers = runtime.list_containers(ListContainersRequest::default()).await.expect("ListContainers");
+    assert!(containers.into_inner().containers.is_empty());
+    let mut request = tonic::Request::new(PodSandboxStatusRequest { pod_sandbox_id: "nope".into(), verbose: false });
     request.metadata_mut().insert("x-request-id", "test-id-1".parse().expect("header value"));
-    let unimplemented = runtime.list_containers(request).await.expect_err("not built yet");
-    assert_eq!(unimplemented.code(), Code::Unimplemented);
-    assert!(unimplemented.message().contains("ListContainers"), "{}", unimplemented.message());
-    assert_eq!(unimplemented.metadata().get("x-request-id").and_then(|v| v.to_str().ok()), Some("test-id-1"));
+    let unknown = runtime.pod_sandbox_status(request).await.expect_err("unknown pod");
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert_eq!(unknown.metadata().get("x-request-id").and_then(|v| v.to_str().ok()), Some("test-id-1"), "errors carry the request id");
 
     let spec = |image: &str| Some(ImageSpec { image: image.into(), ..Default::default() });
     let status = images.image_status(ImageStatusRequest { image: spec("busybox"), verbose: false }).await.expect("ImageStatus");

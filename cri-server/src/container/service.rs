@@ -54,11 +54,6 @@ impl ContainerService {
 }
 
 /// The container service of `ctx`.
-///
-/// TODO(SANDBOX): `RuntimeContext` should own it (`pub containers: ContainerService`);
-/// until that field exists one process-wide service stands in. Container ids are random,
-/// so contexts sharing it (unit tests) never meet on a key.
-pub fn service(_ctx: &crate::runtime::context::RuntimeContext) -> &'static ContainerService {
-    static SERVICE: std::sync::LazyLock<ContainerService> = std::sync::LazyLock::new(ContainerService::new);
-    &SERVICE
+pub fn service(ctx: &crate::runtime::context::RuntimeContext) -> &ContainerService {
+    &ctx.containers
 }

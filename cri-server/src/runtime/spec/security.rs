@@ -146,10 +146,32 @@ fn cap_last_cap() -> u32 {
     })
 }
 
-/// Every capability this kernel supports ("ALL" and privileged containers).
+/// berthd's own bounding set: no container can be given a capability outside it (this
+/// host's root, for one, lacks CAP_SYS_RESOURCE), so "ALL" means all of these, as in
+/// containerd. Unreadable: every capability the kernel has.
+fn own_bounding_set() -> u64 {
+    static BOUNDING: OnceLock<u64> = OnceLock::new();
+    *BOUNDING.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let hex = status.lines().find_map(|line| line.strip_prefix("CapBnd:"))?.trim().to_string();
+                u64::from_str_radix(&hex, 16).ok()
+            })
+            .unwrap_or(u64::MAX)
+    })
+}
+
+/// Every capability this kernel supports and berthd may hand out ("ALL" and privileged
+/// containers).
 pub fn all_host_capabilities() -> BTreeSet<String> {
     let last = cap_last_cap();
-    ALL_CAPABILITIES.iter().filter(|(_, n)| *n <= last).map(|(name, _)| name.to_string()).collect()
+    let bounding = own_bounding_set();
+    ALL_CAPABILITIES
+        .iter()
+        .filter(|(_, n)| *n <= last && bounding & (1u64 << n) != 0)
+        .map(|(name, _)| name.to_string())
+        .collect()
 }
 
 /// The container's capabilities. Privileged: every capability of the host. Otherwise the
