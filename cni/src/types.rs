@@ -355,6 +355,75 @@ impl CniResult {
     }
 }
 
+/// A hostPort mapping (`runtimeConfig.portMappings`, capability `portMappings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    /// "tcp", "udp" or "sctp" (lower case, as kubelet sends them).
+    pub protocol: String,
+    #[serde(default, rename = "hostIP", skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
+}
+
+/// Traffic shaping (`runtimeConfig.bandwidth`, capability `bandwidth`): rates in bits/s,
+/// bursts in bits, as the bandwidth plugin reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bandwidth {
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ingress_rate: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ingress_burst: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub egress_rate: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub egress_burst: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// What the runtime passes in `runtimeConfig`, each key only to plugins whose
+/// `capabilities` ask for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilityArgs {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
+    /// Requested IPs (CIDR or bare), capability `ips`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+    /// Requested MAC, capability `mac`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
+}
+
+impl CapabilityArgs {
+    /// The `runtimeConfig` object for a plugin with `capabilities` (None when it asks for
+    /// nothing we have).
+    pub fn runtime_config_for(&self, plugin: &PluginConf) -> Option<Value> {
+        let mut obj = Map::new();
+        if plugin.wants("portMappings") && !self.port_mappings.is_empty() {
+            obj.insert("portMappings".into(), serde_json::to_value(&self.port_mappings).unwrap_or(Value::Null));
+        }
+        if let Some(bandwidth) = self.bandwidth.as_ref().filter(|_| plugin.wants("bandwidth")) {
+            obj.insert("bandwidth".into(), serde_json::to_value(bandwidth).unwrap_or(Value::Null));
+        }
+        if plugin.wants("ips") && !self.ips.is_empty() {
+            obj.insert("ips".into(), serde_json::to_value(&self.ips).unwrap_or(Value::Null));
+        }
+        if plugin.wants("mac") && !self.mac.is_empty() {
+            obj.insert("mac".into(), Value::String(self.mac.clone()));
+        }
+        (!obj.is_empty()).then_some(Value::Object(obj))
+    }
+}
+
 /// One plugin's entry in a conflist: the known fields, and the whole object as written
 /// (plugins get every field they were configured with).
 #[derive(Debug, Clone, PartialEq)]
@@ -437,6 +506,18 @@ impl ConfList {
             None => vec![PluginConf::from_value(Value::Object(obj.clone()))?],
         };
         Ok(ConfList { cni_version, name, disable_check, plugins, source: PathBuf::new() })
+    }
+
+    /// The list as conflist JSON (what [`ConfList::parse`] reads back), for caches.
+    pub fn to_value(&self) -> Value {
+        let mut obj = Map::new();
+        obj.insert("cniVersion".into(), Value::String(self.cni_version.clone()));
+        obj.insert("name".into(), Value::String(self.name.clone()));
+        if self.disable_check {
+            obj.insert("disableCheck".into(), Value::Bool(true));
+        }
+        obj.insert("plugins".into(), Value::Array(self.plugins.iter().map(|p| Value::Object(p.raw.clone())).collect()));
+        Value::Object(obj)
     }
 }
 
