@@ -84,9 +84,8 @@ impl CniError {
 type BuiltinFn = fn(&str, &PluginEnv, &[u8]) -> Result<Vec<u8>, PluginError>;
 
 /// The in-process implementation of `plugin_type`, if berth has one.
-/// (None until `plugins::is_builtin`/`invoke` exist.)
-fn builtin(_plugin_type: &str) -> Option<BuiltinFn> {
-    None
+fn builtin(plugin_type: &str) -> Option<BuiltinFn> {
+    crate::plugins::is_builtin(plugin_type).then_some(crate::plugins::invoke as BuiltinFn)
 }
 
 /// Whether `path` is a live network namespace (an nsfs file: a pin or /proc/<pid>/ns/net).
@@ -132,11 +131,9 @@ impl CniClient {
         Ok(conf::load_first(&self.config.conf_dir)?)
     }
 
-    /// Whether the network can be used: a config loads and every plugin it names is found.
-    pub fn check_ready(&self) -> Result<ConfList, CniError> {
-        let list = self.load_network()?;
-        self.runners(&list)?;
-        Ok(list)
+    /// Whether every plugin `list` names can be run (built in, or found in bin_dirs).
+    pub fn check_plugins(&self, list: &ConfList) -> Result<(), CniError> {
+        self.runners(list).map(|_| ())
     }
 
     fn runner(&self, plugin_type: &str) -> Result<Runner, CniError> {
