@@ -11,6 +11,9 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
 
+/// statfs f_type of nsfs, the filesystem namespace files live on.
+const NSFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6e73_6673);
+
 /// An open network namespace (the file keeps it alive while we use it).
 #[derive(Debug)]
 pub struct Netns {
@@ -19,8 +22,18 @@ pub struct Netns {
 
 impl Netns {
     /// Opens the namespace at `path` (a bind mount under /run/netns or /proc/<pid>/ns/net).
+    /// A path that is not a namespace (e.g. the file left after the bind mount was
+    /// removed) is `NotFound`: for a runtime that means "gone".
     pub fn open(path: &Path) -> io::Result<Netns> {
-        Ok(Netns { file: File::open(path)? })
+        let file = File::open(path)?;
+        let fs = nix::sys::statfs::fstatfs(&file).map_err(io::Error::from)?;
+        if fs.filesystem_type() != NSFS_MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not a network namespace (any more)", path.display()),
+            ));
+        }
+        Ok(Netns { file })
     }
 
     pub fn file(&self) -> &File {
