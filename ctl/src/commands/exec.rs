@@ -1,0 +1,34 @@
+//! `exec`: ExecSync; the command's output goes to ours, its exit code becomes ours.
+
+use std::io::Write;
+
+use k8s_cri::v1::ExecSyncRequest;
+
+use crate::cli::ExecArgs;
+use crate::client::{Connection, CtlError};
+use crate::commands::resolve_container;
+
+pub async fn run(conn: &Connection, args: &ExecArgs) -> anyhow::Result<i32> {
+    if args.interactive || args.tty {
+        return Err(CtlError::Usage(
+            "interactive exec (-i/-t) needs CRI streaming, which berth does not serve yet: \
+             run `berthctl exec CONTAINER CMD...` without -i/-t"
+                .to_string(),
+        )
+        .into());
+    }
+    if args.timeout < 0 {
+        return Err(CtlError::Usage("--timeout must be 0 (no limit) or more seconds".to_string()).into());
+    }
+    let long = conn.long();
+    let mut rt = long.runtime().await?;
+    let id = resolve_container(conn, &mut rt, &args.container).await?;
+    let request = ExecSyncRequest { container_id: id.clone(), cmd: args.command.clone(), timeout: args.timeout };
+    let response =
+        rt.exec_sync(request).await.map_err(|s| conn.error(&format!("exec in container {id}"), s))?.into_inner();
+    // Output as the command wrote it, bytes and all; a closed pipe is not our failure.
+    let _ = std::io::stdout().lock().write_all(&response.stdout);
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().lock().write_all(&response.stderr);
+    Ok(response.exit_code)
+}
