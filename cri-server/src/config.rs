@@ -34,6 +34,57 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     pub images: ImagesConfig,
     pub runtime: RuntimeConfig,
+    pub network: NetworkConfig,
+}
+
+/// The `[network]` table: pod networking through CNI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// false: pods get only a loopback interface (and Status says NetworkReady=false).
+    pub enabled: bool,
+    /// Where the pod network's config is: the first *.conflist/*.conf/*.json by name.
+    pub conf_dir: PathBuf,
+    /// Where CNI plugin executables are looked up, in order.
+    pub bin_dirs: Vec<PathBuf>,
+    /// The ADD results cache (for DEL after a restart). Unset means `<root>/cni/cache`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+    /// Seconds one exec'd plugin call may take before it is killed.
+    pub plugin_timeout_secs: u64,
+    /// Run berth's own bridge, host-local, loopback and portmap in-process when the
+    /// conflist names them (false: exec them from bin_dirs like any plugin).
+    pub builtin_plugins: bool,
+    /// When conf_dir holds no config, berthd writes its default network (bridge,
+    /// host-local, portmap, loopback) to `<root>/cni/net.d` and uses it.
+    pub write_default_conflist: bool,
+    /// The default network's name.
+    pub default_network_name: String,
+    /// The default network's bridge device.
+    pub default_bridge: String,
+    /// The default network's IPv4 pod range (kubelet's UpdateRuntimeConfig pod CIDR
+    /// replaces it).
+    pub pod_cidr: String,
+    /// An optional IPv6 pod range for dual-stack pods ("" = none).
+    pub pod_cidr_v6: String,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin")],
+            cache_dir: None,
+            plugin_timeout_secs: 60,
+            builtin_plugins: true,
+            write_default_conflist: true,
+            default_network_name: "berth".to_string(),
+            default_bridge: "berth0".to_string(),
+            pod_cidr: "10.88.0.0/16".to_string(),
+            pod_cidr_v6: String::new(),
+        }
+    }
 }
 
 /// The `[runtime]` table: pods, containers and their shims.
@@ -95,6 +146,7 @@ impl Default for Config {
             shutdown_timeout_secs: 30,
             images: ImagesConfig::default(),
             runtime: RuntimeConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -171,6 +223,17 @@ impl Config {
     pub fn runtime_db_path(&self) -> PathBuf {
         self.root.join("runtime.redb")
     }
+
+    /// The CNI results cache: under root, so it survives reboots as host-local's IP
+    /// allocations do, and every leaked allocation can be DEL'd.
+    pub fn cni_cache_dir(&self) -> PathBuf {
+        self.network.cache_dir.clone().unwrap_or_else(|| self.root.join("cni").join("cache"))
+    }
+
+    /// Where berthd writes its default network config when conf_dir has none.
+    pub fn cni_default_conf_dir(&self) -> PathBuf {
+        self.root.join("cni").join("net.d")
+    }
 }
 
 /// The full default configuration as commented TOML, for `berthd config default`.
@@ -232,6 +295,29 @@ stop_timeout_grace = {stop_timeout_grace}
 # RuntimeClass handler name -> external OCI runtime binary.
 [runtime.runtimes]
 # runc = "/usr/sbin/runc"
+
+[network]
+# false: pods get only loopback and Status reports NetworkReady=false.
+enabled = {net_enabled}
+# The pod network is the first *.conflist, *.conf or *.json (by file name) here.
+conf_dir = {conf_dir}
+# CNI plugin executables are looked up in these dirs, in order.
+bin_dirs = {bin_dirs}
+# The CNI ADD results cache, for DEL after restarts. Unset means <root>/cni/cache.
+# cache_dir = "/var/lib/berth/cni/cache"
+# Seconds an exec'd plugin call may take before it is killed.
+plugin_timeout_secs = {plugin_timeout_secs}
+# Run berth's bridge, host-local, loopback and portmap in-process when the conflist names
+# them; false execs them from bin_dirs like any other plugin.
+builtin_plugins = {builtin_plugins}
+# When conf_dir has no config, write berth's default network to <root>/cni/net.d and use it.
+write_default_conflist = {write_default_conflist}
+default_network_name = {default_network_name}
+default_bridge = {default_bridge}
+# The default network's pod range; kubelet's UpdateRuntimeConfig pod CIDR replaces it.
+pod_cidr = {pod_cidr}
+# An IPv6 range for dual-stack pods ("" = IPv4 only).
+pod_cidr_v6 = {pod_cidr_v6}
 "#,
         root = toml_string(&defaults.root.display().to_string()),
         state = toml_string(&defaults.state.display().to_string()),
@@ -245,6 +331,16 @@ stop_timeout_grace = {stop_timeout_grace}
         default_runtime = toml_string(&defaults.runtime.default_runtime),
         unclaimed_resource_ttl_secs = defaults.runtime.unclaimed_resource_ttl_secs,
         stop_timeout_grace = defaults.runtime.stop_timeout_grace,
+        net_enabled = defaults.network.enabled,
+        conf_dir = toml_string(&defaults.network.conf_dir.display().to_string()),
+        bin_dirs = toml::Value::Array(defaults.network.bin_dirs.iter().map(|d| toml::Value::String(d.display().to_string())).collect()),
+        plugin_timeout_secs = defaults.network.plugin_timeout_secs,
+        builtin_plugins = defaults.network.builtin_plugins,
+        write_default_conflist = defaults.network.write_default_conflist,
+        default_network_name = toml_string(&defaults.network.default_network_name),
+        default_bridge = toml_string(&defaults.network.default_bridge),
+        pod_cidr = toml_string(&defaults.network.pod_cidr),
+        pod_cidr_v6 = toml_string(&defaults.network.pod_cidr_v6),
     )
 }
 
@@ -288,6 +384,7 @@ mod tests {
         }
         let mut config = Config { address: Some(PathBuf::from("/x")), ..Default::default() };
         config.runtime.shim_path = Some(PathBuf::from("/s"));
+        config.network.cache_dir = Some(PathBuf::from("/c"));
         config.runtime.runtimes.insert("runc".into(), PathBuf::from("/usr/sbin/runc"));
         config.images.registries.insert(
             "docker.io".into(),

@@ -24,7 +24,8 @@ use crate::config::Config;
 use crate::image::{ImageBackend, ImageServer};
 use crate::request_span::RequestSpanLayer;
 use crate::runtime::{RuntimeContext, RuntimeServer};
-use crate::sandbox::network::LoopbackNetwork;
+use crate::sandbox::cni_network::CniNetwork;
+use crate::sandbox::network::{LoopbackNetwork, PodNetwork};
 use crate::store::{RuntimeStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,18 +89,28 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
     let store = open_image_store(&config).await?;
     let config_json = serde_json::to_string(&config).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"));
     let runtime_store = open_runtime_store(&config).await?;
-    let runtime_ctx = Arc::new(RuntimeContext::new(
-        config.clone(),
-        config_json,
-        runtime_store,
-        store.clone(),
-        Arc::new(LoopbackNetwork),
-    ));
+    let network: Arc<dyn PodNetwork> = if config.network.enabled {
+        let config = config.clone();
+        Arc::new(tokio::task::spawn_blocking(move || CniNetwork::from_config(&config)).await.map_err(|err| {
+            ServerError::StartupTask { what: "setting up the pod network", reason: err.to_string() }
+        })??)
+    } else {
+        tracing::warn!("pod networking is disabled ([network] enabled = false): pods get only loopback");
+        Arc::new(LoopbackNetwork)
+    };
+    let runtime_ctx = Arc::new(RuntimeContext::new(config.clone(), config_json, runtime_store, store.clone(), network));
     // Pods first (their names, leftovers of interrupted creations), then containers, which
     // need to know the pods' PID holders. Both before the socket serves.
     let pods = crate::runtime::restore_sandboxes(&runtime_ctx).await?;
     let containers = crate::runtime::restart::recover_containers(&runtime_ctx).await?;
     tracing::info!(pods, containers = ?containers, "pods and containers recovered");
+    // Networks of pods that no longer exist (removed while a DEL failed, or a crash
+    // between the network's setup and the pod's record) are released, so no IP leaks.
+    let live: std::collections::HashSet<String> = runtime_ctx.store.sandboxes()?.into_iter().map(|r| r.id).collect();
+    let released = runtime_ctx.network.reconcile(&live).await?;
+    if released > 0 {
+        tracing::info!(released, "released the networks of pods that no longer exist");
+    }
 
     let socket = BoundSocket::bind(&socket_path)?;
     tracing::info!(

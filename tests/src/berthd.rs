@@ -65,7 +65,7 @@ impl Berthd {
         }
         let config = base.join("config.toml");
         let cgroup_root = format!("/berth-test-{}", random_hex(8));
-        let config_toml = with_cgroup_root(config_toml, &cgroup_root);
+        let config_toml = with_network_disabled_unless_configured(with_cgroup_root(config_toml, &cgroup_root));
         std::fs::write(&config, config_toml).expect("write berthd config");
         let mut berthd = Berthd {
             dir: Some(dir),
@@ -357,6 +357,24 @@ fn with_cgroup_root(config_toml: &str, cgroup_root: &str) -> String {
     }
     out.push_str(&tail);
     out
+}
+
+/// Pod networking touches the host (a bridge, nft rules): only tests that configure a
+/// network of their own (tests/src/network.rs) get one; the others get loopback only.
+fn with_network_disabled_unless_configured(config_toml: String) -> String {
+    if berthd_knows_network_table() && !config_toml.contains("[network]") {
+        return format!("{config_toml}\n[network]\nenabled = false\n");
+    }
+    config_toml
+}
+
+/// Whether this berthd has the `[network]` config table (as for `[runtime]`).
+fn berthd_knows_network_table() -> bool {
+    static KNOWS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KNOWS.get_or_init(|| {
+        let output = run_berthd_command(&["config", "default"]);
+        String::from_utf8_lossy(&output.stdout).lines().any(|line| line.trim() == "[network]")
+    })
 }
 
 /// Sends `signal` and waits up to `timeout` for the child to exit.

@@ -15,6 +15,7 @@ pub mod cri;
 pub mod cri_log;
 pub mod fixtures;
 pub mod leaks;
+pub mod network;
 pub mod paths;
 pub mod proxy;
 pub mod runtime;

@@ -23,7 +23,7 @@ pub struct RuntimeContext {
     pub sandbox_names: Reservations,
     /// Container names `<name>_<pod name>_<pod namespace>_<pod uid>_<attempt>` -> container id.
     pub container_names: Reservations,
-    /// The pod network (loopback only until CNI lands).
+    /// The pod network (CNI, or loopback only when networking is disabled).
     pub network: Arc<dyn PodNetwork>,
     /// The berth-shim binary.
     pub shim_path: PathBuf,

@@ -67,7 +67,12 @@ impl RuntimeService for RuntimeServer {
     }
 
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        Ok(Response::new(status::status(request.into_inner(), &self.ctx.config_json)))
+        let network = self.ctx.network.clone();
+        // readiness() reads the conf dir: off the async workers.
+        let network_ready = tokio::task::spawn_blocking(move || network.readiness())
+            .await
+            .unwrap_or_else(|err| Err(format!("checking the pod network: {err}")));
+        Ok(Response::new(status::status(request.into_inner(), &self.ctx.config_json, network_ready)))
     }
 
     async fn runtime_config(&self, request: Request<RuntimeConfigRequest>) -> Result<Response<RuntimeConfigResponse>, Status> {
@@ -164,8 +169,21 @@ impl RuntimeService for RuntimeServer {
         Err(not_implemented_yet("ListPodSandboxStats"))
     }
 
-    async fn update_runtime_config(&self, _: Request<UpdateRuntimeConfigRequest>) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
-        Err(not_implemented_yet("UpdateRuntimeConfig"))
+    /// kubelet sends the node's pod CIDR here; berth's default network follows it.
+    async fn update_runtime_config(&self, request: Request<UpdateRuntimeConfigRequest>) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+        let pod_cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        if !pod_cidr.is_empty() {
+            let network = self.ctx.network.clone();
+            tokio::task::spawn_blocking(move || network.update_pod_cidr(&pod_cidr))
+                .await
+                .map_err(|err| Status::internal(format!("UpdateRuntimeConfig: {err}")))??;
+        }
+        Ok(Response::new(UpdateRuntimeConfigResponse {}))
     }
 
     async fn checkpoint_container(&self, _: Request<CheckpointContainerRequest>) -> Result<Response<CheckpointContainerResponse>, Status> {

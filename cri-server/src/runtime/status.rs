@@ -12,18 +12,22 @@ pub const NETWORK_READY: &str = "NetworkReady";
 /// The reason kubelet and containerd use when no pod network is configured.
 pub const NETWORK_NOT_READY_REASON: &str = "NetworkPluginNotReady";
 
-/// `config_json` is berthd's effective configuration, shown in verbose mode.
-pub(super) fn status(request: StatusRequest, config_json: &str) -> StatusResponse {
-    let conditions = vec![
-        RuntimeCondition { r#type: RUNTIME_READY.to_string(), status: true, reason: String::new(), message: String::new() },
-        // Truthful: berth cannot set up pod networking yet, so the node must not look
-        // ready for pods.
-        RuntimeCondition {
+/// `config_json` is berthd's effective configuration, shown in verbose mode;
+/// `network_ready` is the pod network's readiness (the reason when it is not ready).
+pub(super) fn status(request: StatusRequest, config_json: &str, network_ready: Result<(), String>) -> StatusResponse {
+    let network = match network_ready {
+        Ok(()) => RuntimeCondition { r#type: NETWORK_READY.to_string(), status: true, reason: String::new(), message: String::new() },
+        // Truthful: a node whose pods cannot get a network must not look ready for pods.
+        Err(message) => RuntimeCondition {
             r#type: NETWORK_READY.to_string(),
             status: false,
             reason: NETWORK_NOT_READY_REASON.to_string(),
-            message: "berth does not set up pod networking yet: CNI support lands with the network milestone".to_string(),
+            message,
         },
+    };
+    let conditions = vec![
+        RuntimeCondition { r#type: RUNTIME_READY.to_string(), status: true, reason: String::new(), message: String::new() },
+        network,
     ];
     let info = if request.verbose {
         HashMap::from([("config".to_string(), config_json.to_string())])
@@ -47,8 +51,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn network_ready_follows_the_network() {
+        let response = status(StatusRequest { verbose: false }, "{}", Ok(()));
+        let conditions = response.status.expect("status").conditions;
+        assert!(conditions.iter().all(|c| c.status), "{conditions:?}");
+    }
+
+    #[test]
     fn runtime_ready_network_not_ready() {
-        let response = status(StatusRequest { verbose: false }, "{}");
+        let response = status(StatusRequest { verbose: false }, "{}", Err("no pod networking here".into()));
         let conditions = response.status.expect("status").conditions;
         let runtime = conditions.iter().find(|c| c.r#type == RUNTIME_READY).expect("runtime condition");
         assert!(runtime.status);
@@ -61,7 +72,7 @@ mod tests {
 
     #[test]
     fn verbose_shows_the_config() {
-        let response = status(StatusRequest { verbose: true }, r#"{"root":"/r"}"#);
+        let response = status(StatusRequest { verbose: true }, r#"{"root":"/r"}"#, Ok(()));
         assert_eq!(response.info["config"], r#"{"root":"/r"}"#);
     }
 }

@@ -1,6 +1,7 @@
 //! The pod network seam. RunPodSandbox calls [`PodNetwork::setup`] once the pod's network
-//! namespace is pinned, StopPodSandbox calls [`PodNetwork::teardown`]. The networking
-//! milestone puts CNI behind this trait; until then [`LoopbackNetwork`] only brings `lo` up.
+//! namespace is pinned, StopPodSandbox calls [`PodNetwork::teardown`]. CNI is behind this
+//! trait ([`super::cni_network::CniNetwork`]); with networking disabled by config,
+//! [`LoopbackNetwork`] only brings `lo` up.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -38,6 +39,23 @@ pub trait PodNetwork: Send + Sync {
     fn ready(&self) -> bool {
         true
     }
+    /// [`PodNetwork::ready`] with the reason when it is not (Status' message).
+    fn readiness(&self) -> Result<(), String> {
+        if self.ready() {
+            Ok(())
+        } else {
+            Err("pod networking is not configured".to_string())
+        }
+    }
+    /// kubelet's pod CIDR(s) from UpdateRuntimeConfig (comma-separated for dual stack).
+    fn update_pod_cidr(&self, _pod_cidr: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    /// At startup: tears down what the network still holds for pods that no longer exist
+    /// (`live` = every stored pod id). Returns how many were torn down.
+    fn reconcile<'a>(&'a self, _live: &'a std::collections::HashSet<String>) -> NetworkFuture<'a, usize> {
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// Loopback only: `lo` up inside the pod's network namespace, nothing else.
@@ -61,5 +79,9 @@ impl PodNetwork for LoopbackNetwork {
     /// Pods get no connectivity beyond themselves: not a pod network kubelet can rely on.
     fn ready(&self) -> bool {
         false
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        Err("pod networking is disabled ([network] enabled = false): pods get only loopback".to_string())
     }
 }
