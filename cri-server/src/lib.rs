@@ -8,12 +8,14 @@
 //! - [`store`]: pod and container records (`runtime.redb`) and CRI name reservations.
 //! - [`sandbox`]: a pod's resources: pinned namespaces, files, cgroup, network seam.
 //! - [`container`]: shims, rootfs, exits: what the container RPCs put together.
+//! - [`progress`]: berth.v1.Progress, a pull whose per-layer progress berthctl can watch.
 //! - [`request_span`]: a span per request with its request id and RPC name.
 
 pub mod config;
 pub mod container;
 pub mod errors;
 pub mod image;
+pub mod progress;
 pub mod request_span;
 pub mod runtime;
 pub mod sandbox;

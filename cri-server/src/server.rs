@@ -168,10 +168,13 @@ pub async fn serve<B: ImageBackend>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let BoundSocket { listener, path, identity } = socket;
+    // berth's own pull progress stream, beside CRI on the same socket (berthctl only).
+    let progress = crate::progress::ProgressService::new(images.store()).into_server();
     let result = tonic::transport::Server::builder()
         .layer(RequestSpanLayer)
         .add_service(RuntimeServiceServer::new(runtime))
         .add_service(ImageServiceServer::new(images))
+        .add_service(progress)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     remove_socket_if_ours(&path, identity);

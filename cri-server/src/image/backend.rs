@@ -1,6 +1,6 @@
 //! The seam between the CRI handlers and the image store.
 //!
-//! The handlers need six operations of [`berth_images::ImageStore`]; naming them in a trait
+//! The handlers need seven operations of [`berth_images::ImageStore`]; naming them in a trait
 //! lets the handler logic (CRI contracts such as "unknown image is not an error") be tested
 //! against an in-memory store, without a registry or root.
 
@@ -8,11 +8,23 @@ use std::future::Future;
 use std::path::Path;
 
 use berth_images::error::Result;
-use berth_images::{Credentials, FsUsage, Image, ImageStore};
+use berth_images::{Credentials, FsUsage, Image, ImageStore, PullProgress};
+use tokio::sync::mpsc::UnboundedSender;
 
 pub trait ImageBackend: Send + Sync + 'static {
     /// Pulls and records `reference`; see [`ImageStore::pull`].
     fn pull(&self, reference: &str, credentials: Option<Credentials>) -> impl Future<Output = Result<Image>> + Send;
+    /// As [`ImageBackend::pull`], sending per-layer updates to `progress` (berth.v1.Progress).
+    /// A store that cannot report progress just pulls.
+    fn pull_with_progress(
+        &self,
+        reference: &str,
+        credentials: Option<Credentials>,
+        progress: UnboundedSender<PullProgress>,
+    ) -> impl Future<Output = Result<Image>> + Send {
+        drop(progress);
+        self.pull(reference, credentials)
+    }
     /// All images. May touch disk: called from `spawn_blocking`.
     fn list(&self) -> Result<Vec<Image>>;
     /// Image by id, tag or digest reference; `Ok(None)` when unknown. Called from `spawn_blocking`.
@@ -28,6 +40,14 @@ pub trait ImageBackend: Send + Sync + 'static {
 impl ImageBackend for ImageStore {
     fn pull(&self, reference: &str, credentials: Option<Credentials>) -> impl Future<Output = Result<Image>> + Send {
         ImageStore::pull(self, reference, credentials, None)
+    }
+    fn pull_with_progress(
+        &self,
+        reference: &str,
+        credentials: Option<Credentials>,
+        progress: UnboundedSender<PullProgress>,
+    ) -> impl Future<Output = Result<Image>> + Send {
+        ImageStore::pull(self, reference, credentials, Some(progress))
     }
     fn list(&self) -> Result<Vec<Image>> {
         ImageStore::list(self)

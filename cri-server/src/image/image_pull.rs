@@ -46,7 +46,7 @@ pub(super) async fn pull_image<B: ImageBackend>(
 /// The request's AuthConfig as store credentials; `None` when it carries none.
 /// `server_address` is informational (kubelet's keyring match) and not needed: the
 /// credentials are for the registry of the reference being pulled.
-fn credentials_from(auth: AuthConfig) -> Option<Credentials> {
+pub(crate) fn credentials_from(auth: AuthConfig) -> Option<Credentials> {
     let credentials = Credentials {
         username: auth.username,
         password: auth.password,

@@ -12,6 +12,7 @@ mod image_list;
 mod image_pull;
 mod image_remove;
 mod image_status;
+pub(crate) use image_pull::credentials_from;
 
 use std::sync::Arc;
 
@@ -34,6 +35,11 @@ pub struct ImageServer<B> {
 impl<B: ImageBackend> ImageServer<B> {
     pub fn new(store: Arc<B>) -> Self {
         Self { store }
+    }
+
+    /// The store behind this service, shared with berth.v1.Progress on the same socket.
+    pub fn store(&self) -> Arc<B> {
+        Arc::clone(&self.store)
     }
 
     /// Runs a blocking store call on the blocking pool, so a slow disk or a long redb
