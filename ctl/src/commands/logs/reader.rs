@@ -368,7 +368,8 @@ mod tests {
         );
         assert_eq!(texts(&lines, Stream::Stdout), vec!["abcd", "", "tail"]);
         assert_eq!(texts(&lines, Stream::Stderr), vec!["err"]);
-        assert_eq!(lines[0].time, "2024-01-02T03:04:05.1Z", "a joined line has its first record's time");
+        let joined = lines.iter().find(|l| l.text == b"abcd").unwrap();
+        assert_eq!(joined.time, "2024-01-02T03:04:05.1Z", "a joined line has its first record's time");
         assert!(!lines.last().unwrap().complete);
     }
 
