@@ -16,6 +16,7 @@ use super::exit::{finished_from_exit, finished_unknown, now_ns, Finished};
 use super::rootfs;
 use super::shim::{self, is_shim_process, read_pid_file};
 use super::signal::stop_signal;
+use super::step_timer::StepTimer;
 use super::service::service;
 use super::watch::{exit_record, wait_exit, WAIT_SLICE};
 use crate::errors::RuntimeError;
@@ -181,6 +182,7 @@ async fn stop_locked(ctx: &RuntimeContext, record: &ContainerRecord, timeout: Du
     }
     if let Some(finished) = observe_end(record) {
         persist_end_locked(ctx, id, &finished)?;
+        tracing::debug!(container = id, "stop: the container had already exited");
         return Ok(());
     }
     let started = Instant::now();
@@ -205,11 +207,15 @@ async fn stop_locked(ctx: &RuntimeContext, record: &ContainerRecord, timeout: Du
 /// SIGKILL to every process of the container, then wait (stop_timeout_grace) for the exit.
 async fn kill_and_wait(ctx: &RuntimeContext, record: &ContainerRecord) -> Result<(), RuntimeError> {
     let id = record.id.as_str();
+    let mut steps = StepTimer::new("kill container", id);
     send_signal(record, libc::SIGKILL, true).await;
+    steps.done("signal");
     let grace = Duration::from_secs(ctx.config.runtime.stop_timeout_grace.max(1));
     match wait_exit(&record.shim_dir, grace).await {
         Ok(Some(exit)) => {
+            steps.done("wait exit");
             persist_end_locked(ctx, id, &finished_from_exit(&exit))?;
+            steps.done("record");
             Ok(())
         }
         Ok(None) => Err(RuntimeError::Internal(format!(
@@ -228,19 +234,24 @@ async fn kill_and_wait(ctx: &RuntimeContext, record: &ContainerRecord) -> Result
 /// its rootfs, releases its image lease, removes its bundle and shim dirs, its record and
 /// its name. Unknown id: Ok (kubelet retries removals).
 pub async fn remove_container(ctx: &RuntimeContext, id: &str) -> Result<(), RuntimeError> {
+    let mut steps = StepTimer::new("RemoveContainer", id);
     let _lock = service(ctx).lock(id).await;
     let Some(record) = ctx.store.container(id)? else {
         service(ctx).forget(id);
         return Ok(());
     };
+    steps.done("lock");
     if may_run(record.state) {
         // A removal does not wait out a grace period: kubelet stops first when it cares.
         if let Err(e) = stop_locked(ctx, &record, Duration::ZERO).await {
             tracing::warn!(container = id, error = %e, "killing the container before removal");
         }
+        steps.done("kill");
     }
     release_resources(ctx, &record).await?;
+    steps.done("release resources");
     ctx.store.delete_container(id)?;
+    steps.done("record");
     ctx.container_names.release(&record.name, id);
     service(ctx).forget(id);
     tracing::info!(container = id, name = %record.name, "container removed");
@@ -257,13 +268,19 @@ pub async fn release_resources(ctx: &RuntimeContext, record: &ContainerRecord) -
     let cgroup_path = record.cgroup_path.clone();
     let images = ctx.images.clone();
     tokio::task::spawn_blocking(move || -> Result<(), RuntimeError> {
+        let mut steps = StepTimer::new("release container", &id);
         reap_shim(&shim_dir);
+        steps.done("reap shim");
         destroy_cgroup(&cgroup_path);
+        steps.done("cgroup");
         rootfs::unmount_rootfs(&images, &id, &bundle_dir)?;
+        steps.done("unmount rootfs");
         rootfs::remove_container_dir(&bundle_dir)
             .map_err(|e| RuntimeError::internal_ctx(format!("removing {}", bundle_dir.display()), e))?;
+        steps.done("container dir");
         berth_images::snapshot::remove_tree(&shim_dir)
             .map_err(|e| RuntimeError::internal_ctx(format!("removing {}", shim_dir.display()), e))?;
+        steps.done("shim dir");
         Ok(())
     })
     .await?

@@ -9,6 +9,7 @@
 //!   [`stop_container`] and [`remove_container`]).
 //! - [`service`]: per-container operation locks and watched set.
 //! - [`watch`]: the shim's Wait on an async socket.
+//! - [`step_timer`]: debug-level per-step timings of an RPC.
 //! - [`undo`]: the undo stack that makes a failed CreateContainer leave nothing.
 
 pub mod exit;
@@ -18,6 +19,7 @@ pub mod rootfs;
 pub mod service;
 pub mod shim;
 pub mod signal;
+pub mod step_timer;
 pub mod undo;
 pub mod watch;
 

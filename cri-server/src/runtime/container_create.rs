@@ -18,6 +18,7 @@ use crate::container::lifecycle::reap_shim;
 use crate::container::name::container_name;
 use crate::container::rootfs;
 use crate::container::shim::{self as shim_mod, read_pid_file, ShimCommand};
+use crate::container::step_timer::StepTimer;
 use crate::container::undo::Undo;
 use crate::container::{remove_container, spawn_shim, stop_container};
 use crate::errors::RuntimeError;
@@ -46,13 +47,15 @@ pub async fn create_container(ctx: &Arc<RuntimeContext>, request: CreateContaine
     if image_name.is_empty() {
         return Err(RuntimeError::InvalidArgument("container config names no image".into()));
     }
+    let id = new_id();
+    let mut steps = StepTimer::new("CreateContainer", &id);
     let images = ctx.images.clone();
     let lookup = image_name.clone();
     let image = tokio::task::spawn_blocking(move || images.resolve(&lookup))
         .await??
         .ok_or_else(|| RuntimeError::NotFound(format!("image {image_name:?} not found: pull it first")))?;
+    steps.done("resolve image");
 
-    let id = new_id();
     let work = {
         let ctx = ctx.clone();
         let id = id.clone();
@@ -86,6 +89,7 @@ async fn create_reserved(
     image_name: String,
 ) -> Result<String, RuntimeError> {
     // No container is created into a pod that is being stopped or removed.
+    let mut steps = StepTimer::new("CreateContainer", &id);
     let _pod_lock = ctx.lock_pod(&sandbox.id).await;
     match ctx.store.sandbox(&sandbox.id)? {
         Some(current) if current.state == SandboxState::Ready => {}
@@ -96,8 +100,9 @@ async fn create_reserved(
             )))
         }
     }
+    steps.done("pod lock");
     let mut undo = Undo::new(format!("create container {id}"));
-    match create_steps(ctx, &id, &name, &sandbox, config, &image, image_name, &mut undo).await {
+    match create_steps(ctx, &id, &name, &sandbox, config, &image, image_name, &mut undo, &mut steps).await {
         Ok(()) => {
             undo.dismiss();
             tracing::info!(container = %id, %name, pod = %sandbox.id, "container created");
@@ -121,6 +126,7 @@ async fn create_steps(
     image: &Image,
     image_name: String,
     undo: &mut Undo,
+    steps: &mut StepTimer<'_>,
 ) -> Result<(), RuntimeError> {
     let container_dir = ctx.container_dir(id);
     let shim_dir = ctx.shim_dir(id);
@@ -136,6 +142,7 @@ async fn create_steps(
             }
         });
     }
+    steps.done("container dir");
 
     // 2. The rootfs: lease the image's snapshots, mount the overlay.
     let rootfs_dir = {
@@ -152,6 +159,7 @@ async fn create_steps(
             }
         });
     }
+    steps.done("rootfs");
 
     // 3. The OCI spec (reads the image's /etc/passwd and /etc/group) and the bundle.
     let cgroups_path = format!("{}/{}", sandbox.cgroup_path.trim_end_matches('/'), id);
@@ -187,6 +195,7 @@ async fn create_steps(
         Ok(())
     })
     .await??;
+    steps.done("spec and bundle");
 
     // 4. The log file's directory (kubelet creates the pod's log directory, not the
     // container's subdirectories).
@@ -195,6 +204,7 @@ async fn create_steps(
         std::fs::create_dir_all(parent)
             .map_err(|e| RuntimeError::internal_ctx(format!("creating log directory {}", parent.display()), e))?;
     }
+    steps.done("log dir");
 
     // 5. The shim: creates the container (namespaces, cgroup, init blocked before exec).
     {
@@ -226,6 +236,7 @@ async fn create_steps(
     spawn_shim(&ctx.shim_path, &command)
         .await
         .map_err(|e| RuntimeError::Internal(format!("creating container {name}: {e}")))?;
+    steps.done("shim");
 
     // 6. The record, before the answer.
     let record = ContainerRecord {
@@ -252,6 +263,7 @@ async fn create_steps(
         oom_killed: false,
     };
     ctx.store.put_container(&record)?;
+    steps.done("record");
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use k8s_cri::v1::RemovePodSandboxRequest;
 
+use crate::container::step_timer::StepTimer;
 use crate::errors::RuntimeError;
 use crate::runtime::context::RuntimeContext;
 use crate::sandbox::{cgroup, files, pid_holder};
@@ -23,15 +24,19 @@ pub async fn remove_pod_sandbox(ctx: &RuntimeContext, id: &str) -> Result<(), Ru
         tracing::debug!(sandbox = id, "RemovePodSandbox of an unknown pod: nothing to do");
         return Ok(());
     };
+    let mut steps = StepTimer::new("RemovePodSandbox", id);
     // Always run the (idempotent) stop: it also finishes a stop that a crash interrupted.
     super::sandbox_stop::stop_locked(ctx, record.clone()).await?;
+    steps.done("stop");
     for container in ctx.store.containers_of(id)? {
         crate::container::remove_container(ctx, &container.id)
             .await
             .map_err(|err| RuntimeError::Internal(format!("removing container {} of pod {id}: {err}", container.id)))?;
     }
+    steps.done("containers");
     if let Some(holder) = &record.pid_holder {
         pid_holder::remove_shim_dir(&ctx.shim_dir(holder)).await;
+        steps.done("pid holder");
     }
     {
         let cgroup_path = record.cgroup_path.clone();
@@ -53,7 +58,9 @@ pub async fn remove_pod_sandbox(ctx: &RuntimeContext, id: &str) -> Result<(), Ru
         })
         .await??;
     }
+    steps.done("cgroup and files");
     ctx.store.delete_sandbox(id)?;
+    steps.done("record");
     ctx.sandbox_names.release(&record.name, id);
     tracing::info!(sandbox = id, name = %record.name, "pod sandbox removed");
     Ok(())

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use k8s_cri::v1::{NamespaceMode, PodSandboxConfig, PodSandboxMetadata, RunPodSandboxRequest};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+use crate::container::step_timer::StepTimer;
 use crate::container::undo::Undo;
 use crate::errors::RuntimeError;
 use crate::runtime::context::RuntimeContext;
@@ -122,7 +123,7 @@ async fn assemble(
     let sysctls = spec::validate_sysctls(&linux.sysctls, modes).map_err(spec_error)?;
     let hostname = pod_hostname(&config, modes.host_network);
 
-    let mut steps = StepTimer::new(id);
+    let mut steps = StepTimer::new("RunPodSandbox", id);
     let state_dir = ctx.pod_state_dir(id);
     let ns_dir = state_dir.join("ns");
     let pod_dir = ctx.pod_dir(id);
@@ -269,24 +270,6 @@ async fn assemble(
     ctx.store.put_sandbox(&record)?;
     steps.done("record");
     Ok(record)
-}
-
-/// Logs how long each step of a RunPodSandbox took (debug level), for latency work.
-struct StepTimer<'a> {
-    sandbox: &'a str,
-    last: std::time::Instant,
-}
-
-impl<'a> StepTimer<'a> {
-    fn new(sandbox: &'a str) -> Self {
-        StepTimer { sandbox, last: std::time::Instant::now() }
-    }
-
-    fn done(&mut self, step: &'static str) {
-        let now = std::time::Instant::now();
-        tracing::debug!(sandbox = self.sandbox, step, elapsed_us = (now - self.last).as_micros() as u64, "RunPodSandbox step done");
-        self.last = now;
-    }
 }
 
 fn spec_error(err: spec::SpecError) -> RuntimeError {

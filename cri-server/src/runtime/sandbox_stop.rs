@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use k8s_cri::v1::StopPodSandboxRequest;
 
+use crate::container::step_timer::StepTimer;
 use crate::errors::RuntimeError;
 use crate::runtime::context::RuntimeContext;
 use crate::sandbox::namespaces;
@@ -35,6 +36,7 @@ pub async fn stop_pod_sandbox(ctx: &RuntimeContext, id: &str) -> Result<(), Runt
 /// The stop itself; the caller holds the pod lock.
 pub(crate) async fn stop_locked(ctx: &RuntimeContext, mut record: SandboxRecord) -> Result<(), RuntimeError> {
     let id = record.id.clone();
+    let mut steps = StepTimer::new("StopPodSandbox", &id);
     for container in ctx.store.containers_of(&id)? {
         // kubelet stops containers with their grace period before it stops the pod; what is
         // still running here gets SIGKILL at once, as containerd does.
@@ -45,8 +47,10 @@ pub(crate) async fn stop_locked(ctx: &RuntimeContext, mut record: SandboxRecord)
             }
         }
     }
+    steps.done("containers");
     if let Some(holder) = &record.pid_holder {
         pid_holder::stop_pid_holder(&ctx.shim_dir(holder)).await;
+        steps.done("pid holder");
     }
     if !record.host_network {
         let network_request = PodNetworkRequest {
@@ -55,6 +59,7 @@ pub(crate) async fn stop_locked(ctx: &RuntimeContext, mut record: SandboxRecord)
             netns_path: record.ns_dir.join("net"),
         };
         ctx.network.teardown(&network_request).await?;
+        steps.done("network");
     }
     let ns_dir = record.ns_dir.clone();
     let shm = record.shm_path.clone();
@@ -65,10 +70,12 @@ pub(crate) async fn stop_locked(ctx: &RuntimeContext, mut record: SandboxRecord)
         }
     })
     .await?;
+    steps.done("namespaces");
     if record.state != SandboxState::NotReady {
         record.state = SandboxState::NotReady;
         record.stopped_at_ns = now_ns();
         ctx.store.put_sandbox(&record)?;
+        steps.done("record");
         tracing::info!(sandbox = %id, "pod sandbox stopped");
     }
     Ok(())
