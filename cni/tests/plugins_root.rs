@@ -366,7 +366,8 @@ fn two_pods_end_to_end(via: Via) {
     let (a4, a6) = pod_ips(&res_a);
     let (b4, _b6) = pod_ips(&res_b);
     assert!(a4.starts_with(&net.v4_prefix), "{a4}");
-    assert!(a6.starts_with(&net.v6_prefix), "{a6}");
+    let v6_subnet: berth_cni::plugins::ip::Cidr = format!("{}::/64", net.v6_prefix).parse().unwrap();
+    assert!(v6_subnet.contains(a6.parse().unwrap()), "{a6}");
     assert_ne!(a4, b4);
     assert_eq!(res_a["interfaces"][2]["name"], "eth0");
     assert_eq!(res_a["interfaces"][0]["name"], net.bridge.as_str());
@@ -378,7 +379,8 @@ fn two_pods_end_to_end(via: Via) {
     let routes = String::from_utf8(ns_a.run(&["ip", "route"]).stdout).unwrap();
     assert!(routes.contains(&format!("default via {}", net.gateway_v4())), "{routes}");
     let routes6 = String::from_utf8(ns_a.run(&["ip", "-6", "route"]).stdout).unwrap();
-    assert!(routes6.contains(&format!("default via {}::1", net.v6_prefix)), "{routes6}");
+    let gw6 = v6_subnet.first().to_string().replace("::", "::1");
+    assert!(routes6.contains(&format!("default via {gw6}")), "{routes6}");
     assert!(String::from_utf8(ns_a.run(&["ip", "-o", "link", "show", "lo"]).stdout).unwrap().contains("UP"));
 
     // Pod to pod: ping both families, TCP.

@@ -59,7 +59,9 @@ fn exec(plugin_type: &str, command: Command, env: &PluginEnv, stdin: &[u8]) -> R
         .spawn()
         .map_err(|e| internal(format!("run IPAM plugin {}: {e}", binary.display())))?;
     if let Some(mut pipe) = child.stdin.take() {
-        pipe.write_all(stdin).map_err(|e| internal(format!("write to IPAM plugin {}: {e}", binary.display())))?;
+        // A plugin may exit without reading its config (a usage error): what it printed
+        // and its exit status tell more than our broken pipe.
+        let _ = pipe.write_all(stdin);
     }
     let out = child.wait_with_output().map_err(|e| internal(format!("wait for IPAM plugin {}: {e}", binary.display())))?;
     if out.status.success() {

@@ -9,6 +9,7 @@ pub mod bridge;
 mod delegate;
 pub mod host_local;
 pub mod ip;
+mod libnft;
 pub mod loopback;
 pub mod netlink;
 pub mod netns;

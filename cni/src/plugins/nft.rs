@@ -1,9 +1,11 @@
 //! nftables through the `nft` tool: rulesets are generated as text and applied with
 //! `nft -f -` (one atomic transaction each), tagged rules are found with `nft -j list`.
 //!
-//! Why the tool and not netlink: nftables' netlink protocol is large (expressions,
-//! batches, sets); the text ruleset is what admins read and debug anyway, one exec costs
-//! about 5 ms, and the kernel applies the whole file atomically.
+//! Why text rulesets and not raw netlink: nftables' netlink protocol is large
+//! (expressions, batches, sets); the text ruleset is what admins read and debug anyway,
+//! and the kernel applies the whole file atomically. The commands run in-process through
+//! libnftables (dlopen, see [`super::libnft`]) when it is installed, which saves the
+//! tool's start-up on every call; else through the `nft` tool.
 //!
 //! berth's plugins only ever touch their own tables: no flush of the ruleset, and every
 //! per-container rule carries a comment tag so DEL removes exactly its rules.
@@ -70,7 +72,8 @@ fn run(args: &[&str], stdin: Option<&str>, what: &str) -> Result<Vec<u8>, NftErr
         .spawn()
         .map_err(NftError::Spawn)?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).map_err(NftError::Spawn)?;
+        // A write error (nft exited early) shows in its exit status and stderr below.
+        let _ = pipe.write_all(text.as_bytes());
     }
     let out = child.wait_with_output().map_err(NftError::Spawn)?;
     if !out.status.success() {
@@ -82,14 +85,33 @@ fn run(args: &[&str], stdin: Option<&str>, what: &str) -> Result<Vec<u8>, NftErr
     Ok(out.stdout)
 }
 
+/// Runs nft commands as one transaction: in-process through libnftables when it can be
+/// loaded, else through `nft [-j] -f -`. Returns what nft printed.
+fn run_commands(commands: &str, json: bool, what: &str) -> Result<Vec<u8>, NftError> {
+    if let Some(lib) = super::libnft::Lib::get() {
+        let (ok, out, err) = lib.run(commands, json);
+        if !ok {
+            return Err(NftError::Failed { what: what.to_string(), stderr: err.trim().to_string() });
+        }
+        return Ok(out.into_bytes());
+    }
+    let args: &[&str] = if json { &["-j", "-f", "-"] } else { &["-f", "-"] };
+    run(args, Some(commands), what)
+}
+
 /// Applies a ruleset (`nft -f -`): all of it or nothing.
 pub fn apply(ruleset: &str) -> Result<(), NftError> {
-    run(&["-f", "-"], Some(ruleset), "apply").map(|_| ())
+    run_commands(ruleset, false, "apply").map(|_| ())
 }
 
 /// The table's rules as `nft -j` JSON; `None` when the table does not exist.
 pub fn list_table(table: &Table) -> Result<Option<Value>, NftError> {
-    match run(&["-j", "list", "table", table.family, &table.name], None, "list") {
+    let listed = match super::libnft::Lib::get() {
+        Some(_) => run_commands(&format!("list table {}\n", table.spec()), true, "list"),
+        // `nft -j -f -` prints nothing for list commands: the arguments form does.
+        None => run(&["-j", "list", "table", table.family, &table.name], None, "list"),
+    };
+    match listed {
         Ok(out) => Ok(Some(serde_json::from_slice(&out)?)),
         Err(NftError::Failed { stderr, .. }) if stderr.contains("No such file or directory") => Ok(None),
         Err(e) => Err(e),
@@ -137,7 +159,7 @@ pub fn has_tagged(table: &Table, tag: &str) -> Result<bool, NftError> {
 
 /// Deletes the whole table if it exists (tests and uninstall; never another table).
 pub fn delete_table(table: &Table) -> Result<(), NftError> {
-    match run(&["delete", "table", table.family, &table.name], None, "delete table") {
+    match run_commands(&format!("delete table {}\n", table.spec()), false, "delete table") {
         Ok(_) => Ok(()),
         Err(NftError::Failed { stderr, .. }) if stderr.contains("No such file or directory") => Ok(()),
         Err(e) => Err(e),

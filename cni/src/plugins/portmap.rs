@@ -105,8 +105,8 @@ pub fn run(command: Command, env: &PluginEnv, stdin: &[u8]) -> Result<Vec<u8>, P
                 if pod.v4.is_none() && pod.v6.is_none() {
                     return Err(invalid_config("portmap: the previous result has no pod address"));
                 }
-                // A retried ADD replaces its own rules instead of doubling them.
-                nft::delete_tagged(&table, &tag)?;
+                // A repeated ADD (no DEL between, against the spec) doubles the rules
+                // harmlessly: DEL removes every rule with the tag.
                 nft::apply(&ruleset(&table, mappings, pod, &tag, conf.snat))?;
                 if let Some(v4) = pod.v4 {
                     enable_route_localnet(v4)?;
