@@ -88,7 +88,21 @@ async fn two_pods_reach_each_other(plugins: PluginSet) {
 
     env.remove_all_pods().await;
     net.assert_clean(&cache_dir(env.berthd.root()));
+    let log = env.berthd.log();
+    eprintln!(
+        "{plugins:?}: network setup per pod {:?} us, teardown {:?} us",
+        logged_elapsed_us(&log, "pod network set up"),
+        logged_elapsed_us(&log, "pod network torn down")
+    );
     env.finish().await;
+}
+
+/// `elapsed_us` of berthd's log lines holding `message`.
+fn logged_elapsed_us(log: &str, message: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|line| line.contains(message))
+        .filter_map(|line| line.split("elapsed_us=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect()
 }
 
 #[tokio::test]
