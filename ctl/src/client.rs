@@ -33,6 +33,9 @@ pub enum CtlError {
     Usage(String),
     #[error("berthd: {0}")]
     Runtime(String),
+    /// berthctl itself failed (e.g. could not render an answer).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// berthctl will not do it in this state (e.g. remove a running pod without -f).
     #[error("{0}")]
     Refused(String),
@@ -48,7 +51,7 @@ impl CtlError {
             CtlError::Unreachable { .. } => exit_code::UNREACHABLE,
             CtlError::NotFound(_) => exit_code::NOT_FOUND,
             CtlError::Usage(_) => exit_code::USAGE,
-            CtlError::Runtime(_) | CtlError::Refused(_) => exit_code::RUNTIME_ERROR,
+            CtlError::Runtime(_) | CtlError::Refused(_) | CtlError::Internal(_) => exit_code::RUNTIME_ERROR,
             CtlError::Reported { code, .. } => *code,
         }
     }

@@ -133,6 +133,43 @@ pub fn print_doc<T: Serialize>(value: &T, format: DocFormat) -> anyhow::Result<(
     Ok(())
 }
 
+/// crictl's document for a status answer: `{"status": <status>, <info key>: <info value>}`,
+/// each info value parsed as JSON where it is JSON (so `.info.pid` and `.config` work as
+/// with crictl), and `extra` fields (e.g. `runtimeHandlers`) beside them.
+pub fn status_doc<S: Serialize>(
+    status: &S,
+    info: &std::collections::HashMap<String, String>,
+    extra: &[(&str, Value)],
+) -> anyhow::Result<Value> {
+    let mut doc = Map::new();
+    let mut keys: Vec<&String> = info.keys().collect();
+    keys.sort();
+    for key in keys {
+        let value = Value::String(info[key].clone());
+        doc.insert(key.clone(), parse_embedded_json(value));
+    }
+    for (key, value) in extra {
+        doc.insert(camel_case(key), crictl_shape(value.clone()));
+    }
+    doc.insert("status".to_string(), crictl_shape(serde_json::to_value(status)?));
+    Ok(Value::Object(doc))
+}
+
+/// Prints documents made by [`status_doc`]: one as itself, several as a list.
+pub fn print_status_docs(docs: Vec<Value>, format: DocFormat) -> anyhow::Result<()> {
+    let value = match docs.len() {
+        0 => return Ok(()),
+        1 => docs.into_iter().next().unwrap_or_default(),
+        _ => Value::Array(docs),
+    };
+    let text = match format {
+        DocFormat::Json => serde_json::to_string_pretty(&value)? + "\n",
+        DocFormat::Yaml => serde_norway::to_string(&value)?,
+    };
+    print_str(&text);
+    Ok(())
+}
+
 /// [`print_doc`] for list commands, whose `-o` also offers `table`; returns false for
 /// `table` (the caller prints its table).
 pub fn print_list_doc<T: Serialize>(value: &T, format: OutputFormat) -> anyhow::Result<bool> {

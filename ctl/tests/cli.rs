@@ -154,6 +154,9 @@ async fn images_flow() {
     assert!(version.contains("RuntimeName:  berth") && version.contains("RuntimeApiVersion:  v1"), "{version}");
     let info = ctl.json(&["info"]);
     assert!(info["status"]["conditions"].is_array(), "{info}");
+    // as crictl: verbose info values are parsed JSON beside the status
+    assert!(info["config"].is_object(), "berthd's config as JSON: {info}");
+    assert!(info["runtimeHandlers"].is_array(), "{info}");
     assert!(ctl.ok(&["info", "-o", "yaml"]).contains("conditions:"));
 
     // pull by short name through the mirror
@@ -185,7 +188,8 @@ async fn images_flow() {
 
     // inspecti
     let status = ctl.json(&["inspecti", "busybox"]);
-    assert_eq!(status["image"]["id"], id[0].as_str(), "{status}");
+    assert_eq!(status["status"]["id"], id[0].as_str(), "{status}");
+    assert_eq!(status["status"]["repoTags"][0], "docker.io/library/busybox:latest");
     assert!(ctl.ok(&["inspecti", "-o", "yaml", &id[0]]).contains("repoTags:"));
     assert!(ctl.fails(&["inspecti", "nothere"], 4).contains("no image nothere"));
 
@@ -310,6 +314,7 @@ async fn pods_and_containers_flow() {
     assert_eq!(status["status"]["id"], web.as_str(), "{status}");
     assert_eq!(status["status"]["state"], "SANDBOX_READY");
     assert_eq!(status["status"]["labels"]["app"], "web");
+    assert!(status["info"].is_object(), "berthd's verbose info, parsed: {status}");
     assert!(ctl.ok(&["inspectp", "-o", "yaml", "db"]).contains("name: db"));
 
     // create (pulling the missing image with --pull), start, ps

@@ -9,7 +9,7 @@ use k8s_cri::v1::{
 
 use crate::cli::{IdsArgs, InspectArgs, PsArgs, RmArgs, StopArgs};
 use crate::client::{Connection, CtlError, RuntimeClient};
-use crate::commands::{list_containers, list_pods, newest, parse_labels, resolve_container, resolve_pod, Failures};
+use crate::commands::{internal, list_containers, list_pods, newest, parse_labels, resolve_container, resolve_pod, Failures};
 use crate::output::{self, age, container_state, short_id, Table};
 
 /// Container states by the names `ps --state` takes.
@@ -110,17 +110,14 @@ pub async fn inspect(conn: &Connection, args: &InspectArgs) -> anyhow::Result<()
             let id = resolve_container(conn, &mut rt, given).await?;
             let request = ContainerStatusRequest { container_id: id.clone(), verbose: true };
             let status = rt.container_status(request).await.map_err(|s| conn.error(&format!("container {id}"), s))?;
-            statuses.push(status.into_inner());
+            let status = status.into_inner();
+            statuses.push(output::status_doc(&status.status, &status.info, &[]).map_err(internal)?);
             Ok(())
         }
         .await;
         failures.record(found)?;
     }
-    match statuses.as_slice() {
-        [] => {}
-        [one] => output::print_doc(one, args.output)?,
-        many => output::print_doc(&many, args.output)?,
-    }
+    output::print_status_docs(statuses, args.output)?;
     Ok(failures.finish()?)
 }
 

@@ -4,7 +4,7 @@ use k8s_cri::v1::{Image, ImageStatusRequest, ImageStatusResponse, ListImagesRequ
 
 use crate::cli::{ImagesArgs, InspectiArgs};
 use crate::client::{Connection, CtlError, ImageClient};
-use crate::commands::Failures;
+use crate::commands::{internal, Failures};
 use crate::commands::pull::image_spec;
 use crate::output::{self, human_size, short_id, Table};
 
@@ -56,14 +56,13 @@ pub async fn inspect(conn: &Connection, args: &InspectiArgs) -> anyhow::Result<(
     let mut statuses = Vec::new();
     let mut failures = Failures::default();
     for image in &args.images {
-        let found = status_of(conn, &mut client, image).await.map(|status| statuses.push(status));
+        let found = match status_of(conn, &mut client, image).await {
+            Ok(status) => output::status_doc(&status.image, &status.info, &[]).map(|doc| statuses.push(doc)).map_err(internal),
+            Err(error) => Err(error),
+        };
         failures.record(found)?;
     }
-    match statuses.as_slice() {
-        [] => {}
-        [one] => output::print_doc(one, args.output)?,
-        many => output::print_doc(&many, args.output)?,
-    }
+    output::print_status_docs(statuses, args.output)?;
     Ok(failures.finish()?)
 }
 

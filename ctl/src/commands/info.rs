@@ -20,7 +20,12 @@ pub async fn version(conn: &Connection) -> anyhow::Result<()> {
 pub async fn info(conn: &Connection, args: &InfoArgs) -> anyhow::Result<()> {
     let mut rt = conn.runtime().await?;
     let status = rt.status(StatusRequest { verbose: true }).await.map_err(|s| conn.error("status", s))?.into_inner();
-    output::print_doc(&status, args.output)
+    let extra = [
+        ("runtime_handlers", serde_json::to_value(&status.runtime_handlers)?),
+        ("features", serde_json::to_value(&status.features)?),
+    ];
+    let doc = output::status_doc(&status.status, &status.info, &extra)?;
+    output::print_status_docs(vec![doc], args.output)
 }
 
 pub async fn imagefsinfo(conn: &Connection, args: &ImagefsinfoArgs) -> anyhow::Result<()> {

@@ -115,6 +115,11 @@ impl Failures {
     }
 }
 
+/// An error of berthctl itself (e.g. a response it could not render).
+pub fn internal(error: impl std::fmt::Display) -> CtlError {
+    CtlError::Internal(error.to_string())
+}
+
 /// `KEY=VALUE` label selectors.
 pub fn parse_labels(labels: &[String]) -> Result<HashMap<String, String>, CtlError> {
     labels

@@ -7,7 +7,7 @@ use k8s_cri::v1::{
 
 use crate::cli::{IdsArgs, InspectArgs, PodsArgs, RmpArgs};
 use crate::client::{Connection, CtlError, RuntimeClient};
-use crate::commands::{list_pods, newest, parse_labels, resolve_pod, Failures};
+use crate::commands::{internal, list_pods, newest, parse_labels, resolve_pod, Failures};
 use crate::output::{self, age, pod_state, short_id, Table};
 
 pub async fn list(conn: &Connection, args: &PodsArgs) -> anyhow::Result<()> {
@@ -66,17 +66,14 @@ pub async fn inspect(conn: &Connection, args: &InspectArgs) -> anyhow::Result<()
             let id = resolve_pod(conn, &mut rt, given).await?;
             let request = PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: true };
             let status = rt.pod_sandbox_status(request).await.map_err(|s| conn.error(&format!("pod {id}"), s))?;
-            statuses.push(status.into_inner());
+            let status = status.into_inner();
+            statuses.push(output::status_doc(&status.status, &status.info, &[]).map_err(internal)?);
             Ok(())
         }
         .await;
         failures.record(found)?;
     }
-    match statuses.as_slice() {
-        [] => {}
-        [one] => output::print_doc(one, args.output)?,
-        many => output::print_doc(&many, args.output)?,
-    }
+    output::print_status_docs(statuses, args.output)?;
     Ok(failures.finish()?)
 }
 
