@@ -139,7 +139,7 @@ impl CniNetwork {
 
     /// Whether conf_dir has no config of its own (and the default network applies).
     fn uses_default(&self) -> Result<bool, RuntimeError> {
-        let files = berth_cni::conf::config_files(&self.client.config().conf_dir).map_err(|e| RuntimeError::internal(e))?;
+        let files = berth_cni::conf::config_files(&self.client.config().conf_dir).map_err(RuntimeError::internal)?;
         Ok(files.is_empty() && self.default.is_some())
     }
 
@@ -352,7 +352,7 @@ impl PodNetwork for CniNetwork {
             let client = self.client.clone();
             let live = live.clone();
             tokio::task::spawn_blocking(move || -> Result<usize, RuntimeError> {
-                let entries = client.cache().list().map_err(|e| RuntimeError::internal(e))?;
+                let entries = client.cache().list().map_err(RuntimeError::internal)?;
                 let mut deleted = 0;
                 for entry in entries.iter().filter(|e| !live.contains(&e.container_id)) {
                     match client.del_entry(entry) {
