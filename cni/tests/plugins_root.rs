@@ -1,6 +1,6 @@
-//! Root tests of the built-in plugins against the real kernel: namespaces made here (unshare
-//! + bind mount under a temp dir), a bridge, subnet and nft tables unique to each test, all
-//! removed at the end, also on failure. Traffic goes only to loopback and to the test
+//! Root tests of the built-in plugins against the real kernel: namespaces made here (by
+//! unshare and a bind mount under a temp dir), a bridge, subnet and nft tables unique to
+//! each test, all removed at the end, also on failure. Traffic goes only to loopback and to the test
 //! namespaces' own addresses. Skipped when not root.
 //!
 //! Every test runs ADD/DEL in-process (`plugins::invoke`) or through the `berth-cni` binary
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use berth_cni::plugins::netns::Netns;
 use berth_cni::plugins::{self, nft};
-use berth_cni::types::{Command, CniResult, PluginEnv, PluginError};
+use berth_cni::types::{CniResult, Command, PluginEnv, PluginError};
 use serde_json::{json, Value};
 
 const BUSYBOX: &str = "/usr/bin/busybox";
@@ -71,7 +71,9 @@ impl TestNetns {
 
     fn cmd(&self, args: &[&str]) -> Process {
         let mut cmd = Process::new("nsenter");
-        cmd.arg(format!("--net={}", self.path.display())).arg("--").args(args);
+        cmd.arg(format!("--net={}", self.path.display()))
+            .arg("--")
+            .args(args);
         cmd
     }
 
@@ -177,7 +179,10 @@ impl TestNet {
 
 impl Drop for TestNet {
     fn drop(&mut self) {
-        let _ = Process::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
+        let _ = Process::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
         for table in [&self.masq_table, &self.portmap_table] {
             let _ = nft::delete_table(&nft::Table::inet(table).unwrap());
         }
@@ -205,7 +210,11 @@ impl Runner {
         for name in plugins::BUILTIN_TYPES {
             symlink(env!("CARGO_BIN_EXE_berth-cni"), bin_dir.path().join(name)).unwrap();
         }
-        Runner { via, bin_dir, host_ns: None }
+        Runner {
+            via,
+            bin_dir,
+            host_ns: None,
+        }
     }
 
     fn env(&self, command: Command, id: &str, netns: &Path) -> PluginEnv {
@@ -256,8 +265,12 @@ impl Runner {
                 if out.status.success() {
                     Ok(out.stdout)
                 } else {
-                    Err(serde_json::from_slice(&out.stdout)
-                        .unwrap_or_else(|_| panic!("not an error object: {}", String::from_utf8_lossy(&out.stdout))))
+                    Err(serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+                        panic!(
+                            "not an error object: {}",
+                            String::from_utf8_lossy(&out.stdout)
+                        )
+                    }))
                 }
             }
         }
@@ -266,9 +279,16 @@ impl Runner {
     /// bridge, portmap, loopback ADD; returns the bridge result (as JSON).
     fn add_pod(&self, net: &TestNet, id: &str, ns: &TestNetns, mappings: &Value) -> Value {
         let add = self.env(Command::Add, id, &ns.path);
-        let out = self.call("bridge", &add, &net.bridge_conf("1.0.0")).unwrap();
+        let out = self
+            .call("bridge", &add, &net.bridge_conf("1.0.0"))
+            .unwrap();
         let result: Value = serde_json::from_slice(&out).unwrap();
-        self.call("portmap", &add, &net.portmap_conf("1.0.0", &result, mappings)).unwrap();
+        self.call(
+            "portmap",
+            &add,
+            &net.portmap_conf("1.0.0", &result, mappings),
+        )
+        .unwrap();
         let lo = json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"});
         self.call("loopback", &add, &lo).unwrap();
         result
@@ -276,7 +296,8 @@ impl Runner {
 
     fn del_pod(&self, net: &TestNet, id: &str, netns: &Path, prev: &Value, mappings: &Value) {
         let del = self.env(Command::Del, id, netns);
-        self.call("portmap", &del, &net.portmap_conf("1.0.0", prev, mappings)).unwrap();
+        self.call("portmap", &del, &net.portmap_conf("1.0.0", prev, mappings))
+            .unwrap();
         let mut conf = net.bridge_conf("1.0.0");
         conf["prevResult"] = prev.clone();
         self.call("bridge", &del, &conf).unwrap();
@@ -284,19 +305,37 @@ impl Runner {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn pod_ips(result: &Value) -> (String, String) {
     let parsed = CniResult::from_value(result.clone(), "1.0.0").unwrap();
     let ips = parsed.sandbox_ips("eth0");
-    let v4 = ips.iter().find(|ip| ip.is_ipv4()).expect("an IPv4 address").to_string();
-    let v6 = ips.iter().find(|ip| ip.is_ipv6()).expect("an IPv6 address").to_string();
+    let v4 = ips
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .expect("an IPv4 address")
+        .to_string();
+    let v6 = ips
+        .iter()
+        .find(|ip| ip.is_ipv6())
+        .expect("an IPv6 address")
+        .to_string();
     (v4, v6)
 }
 
 fn link_exists(name: &str) -> bool {
-    Process::new("ip").args(["link", "show", name]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success()
+    Process::new("ip")
+        .args(["link", "show", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
 }
 
 fn tagged_rules(table: &str) -> usize {
@@ -317,7 +356,15 @@ fn httpd(ns: &TestNetns, port: u16, body: &str) -> (Server, tempfile::TempDir) {
     let www = tempfile::tempdir().unwrap();
     fs::write(www.path().join("index.html"), body).unwrap();
     let child = ns
-        .cmd(&[BUSYBOX, "httpd", "-f", "-p", &port.to_string(), "-h", www.path().to_str().unwrap()])
+        .cmd(&[
+            BUSYBOX,
+            "httpd",
+            "-f",
+            "-p",
+            &port.to_string(),
+            "-h",
+            www.path().to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -340,14 +387,19 @@ fn wget(ns: Option<&TestNetns>, url: &str) -> Result<String, String> {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
         if Instant::now() > deadline {
-            return Err(format!("wget {url}: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "wget {url}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 fn ping(ns: &TestNetns, addr: &str) -> bool {
-    ns.run(&[BUSYBOX, "ping", "-c", "1", "-W", "2", addr]).status.success()
+    ns.run(&[BUSYBOX, "ping", "-c", "1", "-W", "2", addr])
+        .status
+        .success()
 }
 
 fn two_pods_end_to_end(via: Via) {
@@ -366,36 +418,76 @@ fn two_pods_end_to_end(via: Via) {
     let (a4, a6) = pod_ips(&res_a);
     let (b4, _b6) = pod_ips(&res_b);
     assert!(a4.starts_with(&net.v4_prefix), "{a4}");
-    let v6_subnet: berth_cni::plugins::ip::Cidr = format!("{}::/64", net.v6_prefix).parse().unwrap();
+    let v6_subnet: berth_cni::plugins::ip::Cidr =
+        format!("{}::/64", net.v6_prefix).parse().unwrap();
     assert!(v6_subnet.contains(a6.parse().unwrap()), "{a6}");
     assert_ne!(a4, b4);
     assert_eq!(res_a["interfaces"][2]["name"], "eth0");
     assert_eq!(res_a["interfaces"][0]["name"], net.bridge.as_str());
     // The pod side: addresses, MTU, default routes, lo up.
-    let addr = String::from_utf8(ns_a.run(&["ip", "-o", "addr", "show", "dev", "eth0"]).stdout).unwrap();
-    assert!(addr.contains(&format!("{a4}/24")) && addr.contains(&format!("{a6}/64")), "{addr}");
+    let addr = String::from_utf8(
+        ns_a.run(&["ip", "-o", "addr", "show", "dev", "eth0"])
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        addr.contains(&format!("{a4}/24")) && addr.contains(&format!("{a6}/64")),
+        "{addr}"
+    );
     let link = String::from_utf8(ns_a.run(&["ip", "-o", "link", "show", "eth0"]).stdout).unwrap();
     assert!(link.contains("mtu 1400"), "{link}");
     let routes = String::from_utf8(ns_a.run(&["ip", "route"]).stdout).unwrap();
-    assert!(routes.contains(&format!("default via {}", net.gateway_v4())), "{routes}");
+    assert!(
+        routes.contains(&format!("default via {}", net.gateway_v4())),
+        "{routes}"
+    );
     let routes6 = String::from_utf8(ns_a.run(&["ip", "-6", "route"]).stdout).unwrap();
     let gw6 = v6_subnet.first().to_string().replace("::", "::1");
     assert!(routes6.contains(&format!("default via {gw6}")), "{routes6}");
-    assert!(String::from_utf8(ns_a.run(&["ip", "-o", "link", "show", "lo"]).stdout).unwrap().contains("UP"));
+    assert!(
+        String::from_utf8(ns_a.run(&["ip", "-o", "link", "show", "lo"]).stdout)
+            .unwrap()
+            .contains("UP")
+    );
 
     // Pod to pod: ping both families, TCP.
     assert!(ping(&ns_b, &a4), "ping {a4}");
     assert!(ping(&ns_b, &a6), "ping {a6}");
     let (_server, _www) = httpd(&ns_a, 8080, "hello from a");
-    assert_eq!(wget(Some(&ns_b), &format!("http://{a4}:8080/")).unwrap(), "hello from a");
-    assert_eq!(wget(Some(&ns_b), &format!("http://[{a6}]:8080/")).unwrap(), "hello from a");
+    assert_eq!(
+        wget(Some(&ns_b), &format!("http://{a4}:8080/")).unwrap(),
+        "hello from a"
+    );
+    assert_eq!(
+        wget(Some(&ns_b), &format!("http://[{a6}]:8080/")).unwrap(),
+        "hello from a"
+    );
     // hostPort: from the host on 127.0.0.1, from the other pod via the host's (gateway)
     // address, and from the pod itself (hairpin).
-    assert_eq!(wget(None, &format!("http://127.0.0.1:{host_port}/")).unwrap(), "hello from a");
-    assert_eq!(wget(Some(&ns_b), &format!("http://{}:{host_port}/", net.gateway_v4())).unwrap(), "hello from a");
-    assert_eq!(wget(Some(&ns_a), &format!("http://{}:{host_port}/", net.gateway_v4())).unwrap(), "hello from a");
+    assert_eq!(
+        wget(None, &format!("http://127.0.0.1:{host_port}/")).unwrap(),
+        "hello from a"
+    );
+    assert_eq!(
+        wget(
+            Some(&ns_b),
+            &format!("http://{}:{host_port}/", net.gateway_v4())
+        )
+        .unwrap(),
+        "hello from a"
+    );
+    assert_eq!(
+        wget(
+            Some(&ns_a),
+            &format!("http://{}:{host_port}/", net.gateway_v4())
+        )
+        .unwrap(),
+        "hello from a"
+    );
     // UDP mapping: a DNAT rule exists for it.
-    let listing = nft::list_table(&nft::Table::inet(&net.portmap_table).unwrap()).unwrap().unwrap();
+    let listing = nft::list_table(&nft::Table::inet(&net.portmap_table).unwrap())
+        .unwrap()
+        .unwrap();
     assert!(listing.to_string().contains(&udp_port.to_string()));
 
     let veth_a = res_a["interfaces"][1]["name"].as_str().unwrap().to_string();
@@ -436,7 +528,12 @@ fn del_after_the_netns_is_gone() {
     let runner = Runner::new(Via::InProcess);
     let ns = TestNetns::new();
     let none = json!([]);
-    let res = runner.add_pod(&net, "gone", &ns, &json!([{"hostPort": free_port(), "containerPort": 80}]));
+    let res = runner.add_pod(
+        &net,
+        "gone",
+        &ns,
+        &json!([{"hostPort": free_port(), "containerPort": 80}]),
+    );
     let veth = res["interfaces"][1]["name"].as_str().unwrap().to_string();
     ns.remove();
     // The namespace's links die with it (asynchronously in the kernel).
@@ -472,7 +569,11 @@ fn failed_add_leaves_nothing() {
     // A bridge name taken by a non-bridge link.
     let mut conf = net.bridge_conf("1.0.0");
     conf["bridge"] = json!("lo");
-    assert!(runner.call("bridge", &add, &conf).unwrap_err().msg.contains("not a bridge"));
+    assert!(runner
+        .call("bridge", &add, &conf)
+        .unwrap_err()
+        .msg
+        .contains("not a bridge"));
     assert!(net.ip_files().is_empty());
     assert!(!ns.run(&["ip", "link", "show", "eth0"]).status.success());
     assert_eq!(tagged_rules(&net.masq_table), 0);
@@ -480,7 +581,11 @@ fn failed_add_leaves_nothing() {
     // host-local from CNI_PATH under another name.
     let mut conf = net.bridge_conf("1.0.0");
     conf["ipam"]["type"] = json!("host-local-exec");
-    symlink(env!("CARGO_BIN_EXE_berth-cni"), runner.bin_dir.path().join("host-local-exec")).unwrap();
+    symlink(
+        env!("CARGO_BIN_EXE_berth-cni"),
+        runner.bin_dir.path().join("host-local-exec"),
+    )
+    .unwrap();
     let err = runner.call("bridge", &add, &conf).unwrap_err();
     assert!(err.msg.contains("usage"), "{err:?}");
     assert!(!ns.run(&["ip", "link", "show", "eth0"]).status.success());
@@ -496,17 +601,28 @@ fn bench_builtin_vs_reference() {
     let pods = 20;
     let reference = Path::new("/usr/lib/cni");
     let mut report = Vec::new();
-    for (label, kind) in [("berth in-process", 0), ("berth-cni exec", 1), ("reference exec", 2)] {
+    for (label, kind) in [
+        ("berth in-process", 0),
+        ("berth-cni exec", 1),
+        ("reference exec", 2),
+    ] {
         if kind == 2 && !reference.join("bridge").exists() {
             eprintln!("no reference plugins in /usr/lib/cni");
             continue;
         }
         let net = TestNet::new();
-        let mut runner = Runner::new(if kind == 0 { Via::InProcess } else { Via::Binary });
+        let mut runner = Runner::new(if kind == 0 {
+            Via::InProcess
+        } else {
+            Via::Binary
+        });
         // Everything happens in a private "host" namespace: its bridge, iptables/nft
         // rules and sysctls vanish with it.
         let host = TestNetns::new();
-        assert!(host.run(&["ip", "link", "set", "lo", "up"]).status.success());
+        assert!(host
+            .run(&["ip", "link", "set", "lo", "up"])
+            .status
+            .success());
         runner.host_ns = Some(Netns::open(&host.path).unwrap());
         if kind == 2 {
             for name in plugins::BUILTIN_TYPES {

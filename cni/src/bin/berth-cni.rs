@@ -15,7 +15,10 @@ fn main() {
     // Plugins must not write logs to stdout (it carries the result); stderr only, and only
     // when asked for.
     if let Ok(filter) = std::env::var("BERTH_CNI_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
     }
     let (code, out) = run();
     let mut stdout = std::io::stdout().lock();
@@ -27,7 +30,13 @@ fn main() {
 /// Returns the exit code and what goes to stdout.
 fn run() -> (i32, Vec<u8>) {
     let args: Vec<String> = std::env::args().collect();
-    let invoked_as = args.first().map(|a| Path::new(a).file_name().unwrap_or_default().to_string_lossy().into_owned());
+    let invoked_as = args.first().map(|a| {
+        Path::new(a)
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    });
     let plugin_type = match invoked_as.as_deref() {
         Some(name) if plugins::is_builtin(name) => name.to_string(),
         _ => match args.get(1) {
@@ -35,14 +44,20 @@ fn run() -> (i32, Vec<u8>) {
             None => {
                 let err = PluginError::new(
                     error_code::INVALID_CONFIG,
-                    format!("usage: berth-cni <{}> (or run it under one of those names)", plugins::BUILTIN_TYPES.join("|")),
+                    format!(
+                        "usage: berth-cni <{}> (or run it under one of those names)",
+                        plugins::BUILTIN_TYPES.join("|")
+                    ),
                 );
                 return (1, err.to_json(CURRENT_VERSION));
             }
         },
     };
     if !plugins::is_builtin(&plugin_type) {
-        let err = PluginError::new(error_code::INVALID_CONFIG, format!("berth-cni has no plugin {plugin_type:?}"));
+        let err = PluginError::new(
+            error_code::INVALID_CONFIG,
+            format!("berth-cni has no plugin {plugin_type:?}"),
+        );
         return (1, err.to_json(CURRENT_VERSION));
     }
     let env = match PluginEnv::from_vars(|k| std::env::var(k).ok()) {
@@ -64,7 +79,11 @@ fn run() -> (i32, Vec<u8>) {
 fn config_version(stdin: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(stdin)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(|s| s.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+        })
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| CURRENT_VERSION.to_string())
 }

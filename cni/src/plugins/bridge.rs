@@ -18,8 +18,10 @@ use crate::plugins::ip::Cidr;
 use crate::plugins::netlink::{parse_mac, Link, Netlink, RouteSpec};
 use crate::plugins::netns::{write_sysctl, Netns};
 use crate::plugins::nft::{self, Table};
-use crate::plugins::{common_conf, fnv64, internal, invalid_config, parse_json, result_bytes, CommonConf};
-use crate::types::{Command, CniResult, Dns, Interface, PluginEnv, PluginError, Route};
+use crate::plugins::{
+    common_conf, fnv64, internal, invalid_config, parse_json, result_bytes, CommonConf,
+};
+use crate::types::{CniResult, Command, Dns, Interface, PluginEnv, PluginError, Route};
 
 /// The nftables table bridge's masquerade rules go into unless `ipMasqTable` says otherwise.
 pub const DEFAULT_MASQ_TABLE: &str = "berth-masq";
@@ -76,8 +78,8 @@ impl<'a> Call<'a> {
     fn parse(env: &'a PluginEnv, stdin: &'a [u8]) -> Result<Call<'a>, PluginError> {
         let value = parse_json(stdin)?;
         let common = common_conf(&value)?;
-        let mut conf: BridgeConf =
-            serde_json::from_value(value).map_err(|e| invalid_config(format!("bridge config: {e}")))?;
+        let mut conf: BridgeConf = serde_json::from_value(value)
+            .map_err(|e| invalid_config(format!("bridge config: {e}")))?;
         if conf.is_default_gateway {
             conf.is_gateway = true;
         }
@@ -93,7 +95,14 @@ impl<'a> Call<'a> {
             ),
         };
         let masq_table = Table::inet(conf.ip_masq_table.as_deref().unwrap_or(DEFAULT_MASQ_TABLE))?;
-        Ok(Call { env, stdin, common, conf, ipam_type, masq_table })
+        Ok(Call {
+            env,
+            stdin,
+            common,
+            conf,
+            ipam_type,
+            masq_table,
+        })
     }
 
     /// The host end's name: derived from network, container and interface so that DEL
@@ -114,8 +123,15 @@ pub fn rule_tag(network: &str, container_id: &str, ifname: &str) -> String {
 }
 
 pub(crate) fn check_ifname(what: &str, name: &str) -> Result<(), PluginError> {
-    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', ':']) || name == "." || name == ".." {
-        return Err(invalid_config(format!("{what} name {name:?} is not a valid interface name")));
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains(['/', ' ', ':'])
+        || name == "."
+        || name == ".."
+    {
+        return Err(invalid_config(format!(
+            "{what} name {name:?} is not a valid interface name"
+        )));
     }
     Ok(())
 }
@@ -138,7 +154,9 @@ fn add(call: &Call) -> Result<Vec<u8>, PluginError> {
     let bridge = ensure_bridge(&mut host, &call.conf)?;
 
     let ipam_result = match &call.ipam_type {
-        Some(ipam_type) => delegate::ipam_add(ipam_type, call.env, call.stdin, &call.common.cni_version)?,
+        Some(ipam_type) => {
+            delegate::ipam_add(ipam_type, call.env, call.stdin, &call.common.cni_version)?
+        }
         None => CniResult::default(),
     };
     match attach(call, &mut host, &bridge, &netns, ipam_result) {
@@ -195,7 +213,10 @@ fn attach(
     let conf = &call.conf;
     let host_name = call.host_veth_name();
     let mac = match &conf.runtime_config.mac {
-        Some(m) => Some(parse_mac(m).ok_or_else(|| invalid_config(format!("runtimeConfig.mac {m:?} is not a MAC")))?),
+        Some(m) => Some(
+            parse_mac(m)
+                .ok_or_else(|| invalid_config(format!("runtimeConfig.mac {m:?} is not a MAC")))?,
+        ),
         None => None,
     };
     // A leftover of an earlier, interrupted ADD of this same attachment.
@@ -210,10 +231,18 @@ fn attach(
     let addrs: Vec<Cidr> = ipam_result
         .ips
         .iter()
-        .map(|ip| ip.address.parse::<Cidr>().map_err(|e| internal(format!("IPAM result: {e}"))))
+        .map(|ip| {
+            ip.address
+                .parse::<Cidr>()
+                .map_err(|e| internal(format!("IPAM result: {e}")))
+        })
         .collect::<Result<_, _>>()?;
     let gateway_of = |family_v4: bool| -> Option<IpAddr> {
-        ipam_result.ips.iter().filter_map(|ip| ip.gateway).find(|gw| gw.is_ipv4() == family_v4)
+        ipam_result
+            .ips
+            .iter()
+            .filter_map(|ip| ip.gateway)
+            .find(|gw| gw.is_ipv4() == family_v4)
     };
 
     // The pod side.
@@ -237,17 +266,27 @@ fn attach(
             let default_dst = if v4 { "0.0.0.0/0" } else { "::/0" };
             let has_default = routes.iter().any(|r| r.dst == default_dst);
             if let Some(gw) = gateway_of(v4).filter(|_| !has_default) {
-                routes.push(Route { dst: default_dst.to_string(), gw: Some(gw) });
+                routes.push(Route {
+                    dst: default_dst.to_string(),
+                    gw: Some(gw),
+                });
             }
         }
     }
     for route in &routes {
-        let dst: Cidr = route.dst.parse().map_err(|e| invalid_config(format!("route: {e}")))?;
+        let dst: Cidr = route
+            .dst
+            .parse()
+            .map_err(|e| invalid_config(format!("route: {e}")))?;
         if !addrs.iter().any(|a| a.is_ipv4() == dst.is_ipv4()) {
             continue; // no address of that family: the route cannot work
         }
         let gateway = route.gw.or_else(|| gateway_of(dst.is_ipv4()));
-        match pod.add_route(&RouteSpec { dst, gateway, oif: pod_link.index }) {
+        match pod.add_route(&RouteSpec {
+            dst,
+            gateway,
+            oif: pod_link.index,
+        }) {
             Ok(()) => {}
             Err(e) if e.errno() == Some(libc::EEXIST) => {}
             Err(e) => return Err(e.into()),
@@ -258,11 +297,19 @@ fn attach(
     if conf.is_gateway {
         let present = host.addresses(bridge.index)?;
         for addr in &addrs {
-            let Some(gw) = gateway_of(addr.is_ipv4()) else { continue };
+            let Some(gw) = gateway_of(addr.is_ipv4()) else {
+                continue;
+            };
             if present.iter().any(|p| p.addr == gw) {
                 continue;
             }
-            match host.add_address(bridge.index, Cidr { addr: gw, prefix: addr.prefix }) {
+            match host.add_address(
+                bridge.index,
+                Cidr {
+                    addr: gw,
+                    prefix: addr.prefix,
+                },
+            ) {
                 Ok(()) => debug!(bridge = %conf.bridge, %gw, "bridge: gateway address added"),
                 Err(e) if e.errno() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(e.into()),
@@ -281,8 +328,18 @@ fn attach(
     let mut result = ipam_result;
     result.cni_version = call.common.cni_version.clone();
     result.interfaces = vec![
-        Interface { name: conf.bridge.clone(), mac: bridge.mac_string(), sandbox: String::new(), mtu: None },
-        Interface { name: host_name, mac: host_veth.mac_string(), sandbox: String::new(), mtu: None },
+        Interface {
+            name: conf.bridge.clone(),
+            mac: bridge.mac_string(),
+            sandbox: String::new(),
+            mtu: None,
+        },
+        Interface {
+            name: host_name,
+            mac: host_veth.mac_string(),
+            sandbox: String::new(),
+            mtu: None,
+        },
         Interface {
             name: env.ifname.clone(),
             mac: pod_link.mac_string(),
@@ -308,7 +365,11 @@ pub fn masq_ruleset(table: &Table, addrs: &[Cidr], tag: &str) -> String {
         "add table {t}\nadd chain {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n"
     );
     for addr in addrs {
-        let (family, multicast) = if addr.is_ipv4() { ("ip", "224.0.0.0/4") } else { ("ip6", "ff00::/8") };
+        let (family, multicast) = if addr.is_ipv4() {
+            ("ip", "224.0.0.0/4")
+        } else {
+            ("ip6", "ff00::/8")
+        };
         out.push_str(&format!(
             "add rule {t} postrouting {family} saddr {} {family} daddr != {} {family} daddr != {multicast} masquerade comment \"{tag}\"\n",
             addr.addr,
@@ -336,7 +397,8 @@ fn del(call: &Call) -> Result<(), PluginError> {
         }
     }
     // Normally gone with its peer; still there if the peer was moved or renamed.
-    if let Err(e) = Netlink::new().and_then(|mut nl| nl.delete_link_by_name(&call.host_veth_name())) {
+    if let Err(e) = Netlink::new().and_then(|mut nl| nl.delete_link_by_name(&call.host_veth_name()))
+    {
         note(e.into());
     }
     if let Some(ipam_type) = &call.ipam_type {
@@ -359,16 +421,28 @@ fn del(call: &Call) -> Result<(), PluginError> {
 /// and IPAM agrees.
 fn check(call: &Call) -> Result<(), PluginError> {
     let env = call.env;
-    let prev = call.common.prev_result.as_ref().ok_or_else(|| invalid_config("bridge CHECK needs prevResult"))?;
-    let netns = Netns::open(&env.netns).map_err(|e| internal(format!("open netns {}: {e}", env.netns.display())))?;
+    let prev = call
+        .common
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| invalid_config("bridge CHECK needs prevResult"))?;
+    let netns = Netns::open(&env.netns)
+        .map_err(|e| internal(format!("open netns {}: {e}", env.netns.display())))?;
     let mut pod = Netlink::in_netns(&netns)?;
     let pod_link = pod
         .link_by_name(&env.ifname)?
         .ok_or_else(|| internal(format!("interface {} is missing in the pod", env.ifname)))?;
     let present = pod.addresses(pod_link.index)?;
-    for ip in prev.ips.iter().filter_map(|ip| ip.address.parse::<Cidr>().ok()) {
+    for ip in prev
+        .ips
+        .iter()
+        .filter_map(|ip| ip.address.parse::<Cidr>().ok())
+    {
         if !present.iter().any(|p| p.addr == ip.addr) {
-            return Err(internal(format!("address {ip} is missing on {}", env.ifname)));
+            return Err(internal(format!(
+                "address {ip} is missing on {}",
+                env.ifname
+            )));
         }
     }
     let mut host = Netlink::new()?;
@@ -377,7 +451,10 @@ fn check(call: &Call) -> Result<(), PluginError> {
         .link_by_name(&call.host_veth_name())?
         .ok_or_else(|| internal(format!("host veth {} is missing", call.host_veth_name())))?;
     if veth.master != Some(bridge.index) {
-        return Err(internal(format!("host veth {} is not on bridge {}", veth.name, call.conf.bridge)));
+        return Err(internal(format!(
+            "host veth {} is not on bridge {}",
+            veth.name, call.conf.bridge
+        )));
     }
     if let Some(ipam_type) = &call.ipam_type {
         delegate::ipam_check(ipam_type, env, call.stdin)?;
@@ -395,13 +472,18 @@ mod tests {
     #[test]
     fn masq_rules() {
         let table = Table::inet("t-masq").unwrap();
-        let addrs = vec!["10.5.0.7/24".parse().unwrap(), "fd00:5::7/64".parse().unwrap()];
+        let addrs = vec![
+            "10.5.0.7/24".parse().unwrap(),
+            "fd00:5::7/64".parse().unwrap(),
+        ];
         let rules = masq_ruleset(&table, &addrs, "berth-1");
         assert!(rules.starts_with("add table inet t-masq\n"));
         assert!(rules.contains(
             "add rule inet t-masq postrouting ip saddr 10.5.0.7 ip daddr != 10.5.0.0/24 ip daddr != 224.0.0.0/4 masquerade comment \"berth-1\"\n"
         ));
-        assert!(rules.contains("ip6 saddr fd00:5::7 ip6 daddr != fd00:5::/64 ip6 daddr != ff00::/8 masquerade"));
+        assert!(rules.contains(
+            "ip6 saddr fd00:5::7 ip6 daddr != fd00:5::/64 ip6 daddr != ff00::/8 masquerade"
+        ));
     }
 
     #[test]

@@ -20,7 +20,10 @@ impl Cidr {
 
     /// The subnet: host bits cleared.
     pub fn network(&self) -> Cidr {
-        Cidr { addr: from_u128(self.addr, to_u128(self.addr) & self.mask()), prefix: self.prefix }
+        Cidr {
+            addr: from_u128(self.addr, to_u128(self.addr) & self.mask()),
+            prefix: self.prefix,
+        }
     }
 
     pub fn first(&self) -> IpAddr {
@@ -29,11 +32,15 @@ impl Cidr {
 
     /// The last address in the subnet (the IPv4 broadcast address).
     pub fn last(&self) -> IpAddr {
-        from_u128(self.addr, (to_u128(self.addr) & self.mask()) | !self.mask() & family_max(self.addr))
+        from_u128(
+            self.addr,
+            (to_u128(self.addr) & self.mask()) | !self.mask() & family_max(self.addr),
+        )
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        ip.is_ipv4() == self.addr.is_ipv4() && to_u128(ip) & self.mask() == to_u128(self.addr) & self.mask()
+        ip.is_ipv4() == self.addr.is_ipv4()
+            && to_u128(ip) & self.mask() == to_u128(self.addr) & self.mask()
     }
 
     pub fn is_ipv4(&self) -> bool {
@@ -144,7 +151,10 @@ mod tests {
         let all: Cidr = "0.0.0.0/0".parse().unwrap();
         assert_eq!(all.last().to_string(), "255.255.255.255");
         assert!(all.contains("1.2.3.4".parse().unwrap()));
-        assert_eq!(next("10.0.0.255".parse().unwrap()).unwrap().to_string(), "10.0.1.0");
+        assert_eq!(
+            next("10.0.0.255".parse().unwrap()).unwrap().to_string(),
+            "10.0.1.0"
+        );
         assert_eq!(next("255.255.255.255".parse().unwrap()), None);
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("10.0.0.0".parse::<Cidr>().is_err());
@@ -157,6 +167,9 @@ mod tests {
         assert_eq!(c.last().to_string(), "fd00:1::ffff:ffff:ffff:ffff");
         let all: Cidr = "::/0".parse().unwrap();
         assert!(all.contains("fd00::1".parse().unwrap()));
-        assert_eq!(prev("fd00::1".parse().unwrap()).unwrap().to_string(), "fd00::");
+        assert_eq!(
+            prev("fd00::1".parse().unwrap()).unwrap().to_string(),
+            "fd00::"
+        );
     }
 }

@@ -52,7 +52,10 @@ impl Lib {
     }
 
     unsafe fn load() -> Option<Lib> {
-        let handle = libc::dlopen(c"libnftables.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        let handle = libc::dlopen(
+            c"libnftables.so.1".as_ptr(),
+            libc::RTLD_NOW | libc::RTLD_LOCAL,
+        );
         if handle.is_null() {
             return None;
         }
@@ -63,11 +66,19 @@ impl Lib {
         Some(Lib {
             ctx_new: std::mem::transmute::<*mut c_void, CtxNew>(sym(c"nft_ctx_new")?),
             ctx_free: std::mem::transmute::<*mut c_void, CtxFree>(sym(c"nft_ctx_free")?),
-            buffer_output: std::mem::transmute::<*mut c_void, CtxInt>(sym(c"nft_ctx_buffer_output")?),
+            buffer_output: std::mem::transmute::<*mut c_void, CtxInt>(sym(
+                c"nft_ctx_buffer_output",
+            )?),
             buffer_error: std::mem::transmute::<*mut c_void, CtxInt>(sym(c"nft_ctx_buffer_error")?),
-            get_output: std::mem::transmute::<*mut c_void, CtxStr>(sym(c"nft_ctx_get_output_buffer")?),
-            get_error: std::mem::transmute::<*mut c_void, CtxStr>(sym(c"nft_ctx_get_error_buffer")?),
-            set_output_flags: std::mem::transmute::<*mut c_void, SetFlags>(sym(c"nft_ctx_output_set_flags")?),
+            get_output: std::mem::transmute::<*mut c_void, CtxStr>(sym(
+                c"nft_ctx_get_output_buffer",
+            )?),
+            get_error: std::mem::transmute::<*mut c_void, CtxStr>(sym(
+                c"nft_ctx_get_error_buffer",
+            )?),
+            set_output_flags: std::mem::transmute::<*mut c_void, SetFlags>(sym(
+                c"nft_ctx_output_set_flags",
+            )?),
             run_cmd: std::mem::transmute::<*mut c_void, RunCmd>(sym(c"nft_run_cmd_from_buffer")?),
             lock: Mutex::new(()),
         })
@@ -78,7 +89,10 @@ impl Lib {
         let Ok(text) = CString::new(commands) else {
             return (false, String::new(), "command contains a NUL byte".into());
         };
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // SAFETY: a context is created, used and freed here only; the buffers it returns
         // are copied before it is freed.
         unsafe {
@@ -92,7 +106,13 @@ impl Lib {
                 (self.set_output_flags)(ctx, NFT_CTX_OUTPUT_JSON);
             }
             let rc = (self.run_cmd)(ctx, text.as_ptr());
-            let copy = |p: *const c_char| if p.is_null() { String::new() } else { CStr::from_ptr(p).to_string_lossy().into_owned() };
+            let copy = |p: *const c_char| {
+                if p.is_null() {
+                    String::new()
+                } else {
+                    CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
+            };
             let out = copy((self.get_output)(ctx));
             let err = copy((self.get_error)(ctx));
             (self.ctx_free)(ctx);

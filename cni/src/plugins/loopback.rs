@@ -4,7 +4,7 @@
 use crate::plugins::netlink::Netlink;
 use crate::plugins::netns::Netns;
 use crate::plugins::{common_conf, internal, parse_json, result_bytes};
-use crate::types::{Command, CniResult, Interface, IpConfig, PluginEnv, PluginError};
+use crate::types::{CniResult, Command, Interface, IpConfig, PluginEnv, PluginError};
 
 pub fn run(command: Command, env: &PluginEnv, stdin: &[u8]) -> Result<Vec<u8>, PluginError> {
     let conf = common_conf(&parse_json(stdin)?)?;
@@ -25,8 +25,16 @@ pub fn run(command: Command, env: &PluginEnv, stdin: &[u8]) -> Result<Vec<u8>, P
                     mtu: None,
                 }],
                 ips: vec![
-                    IpConfig { address: "127.0.0.1/8".into(), gateway: None, interface: Some(0) },
-                    IpConfig { address: "::1/128".into(), gateway: None, interface: Some(0) },
+                    IpConfig {
+                        address: "127.0.0.1/8".into(),
+                        gateway: None,
+                        interface: Some(0),
+                    },
+                    IpConfig {
+                        address: "::1/128".into(),
+                        gateway: None,
+                        interface: Some(0),
+                    },
                 ],
                 ..Default::default()
             });

@@ -19,7 +19,9 @@ pub mod portmap;
 use serde_json::Value;
 use tracing::debug;
 
-use crate::types::{error_code, Command, CniResult, PluginEnv, PluginError, CURRENT_VERSION, SUPPORTED_VERSIONS};
+use crate::types::{
+    error_code, CniResult, Command, PluginEnv, PluginError, CURRENT_VERSION, SUPPORTED_VERSIONS,
+};
 
 /// The plugin types built into berth.
 pub const BUILTIN_TYPES: &[&str] = &["bridge", "host-local", "loopback", "portmap"];
@@ -44,7 +46,10 @@ pub fn invoke(plugin_type: &str, env: &PluginEnv, stdin: &[u8]) -> Result<Vec<u8
         ("portmap", cmd) => portmap::run(cmd, env, stdin),
         (other, _) => Err(PluginError::new(
             error_code::INVALID_CONFIG,
-            format!("plugin type {other:?} is not built into berth (built in: {})", BUILTIN_TYPES.join(", ")),
+            format!(
+                "plugin type {other:?} is not built into berth (built in: {})",
+                BUILTIN_TYPES.join(", ")
+            ),
         )),
     };
     debug!(
@@ -69,7 +74,11 @@ pub fn version_answer() -> Vec<u8> {
 
 /// A result as the bytes a plugin prints, in the shape of the config's cniVersion.
 pub(crate) fn result_bytes(result: &CniResult, cni_version: &str) -> Vec<u8> {
-    let version = if cni_version.is_empty() { CURRENT_VERSION } else { cni_version };
+    let version = if cni_version.is_empty() {
+        CURRENT_VERSION
+    } else {
+        cni_version
+    };
     serde_json::to_vec(&result.to_version(version)).unwrap_or_default()
 }
 
@@ -102,27 +111,55 @@ pub(crate) struct CommonConf {
 
 /// Reads the common fields, checking the config's cniVersion.
 pub(crate) fn common_conf(value: &Value) -> Result<CommonConf, PluginError> {
-    let cni_version = value.get("cniVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let cni_version = value
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if !cni_version.is_empty() && !SUPPORTED_VERSIONS.contains(&cni_version.as_str()) {
         return Err(PluginError::new(
             error_code::INCOMPATIBLE_VERSION,
-            format!("cniVersion {cni_version:?} is not supported (supported: {})", SUPPORTED_VERSIONS.join(", ")),
+            format!(
+                "cniVersion {cni_version:?} is not supported (supported: {})",
+                SUPPORTED_VERSIONS.join(", ")
+            ),
         ));
     }
-    let name = value.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = value
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let prev_result = match value.get("prevResult") {
         Some(Value::Null) | None => None,
         Some(prev) => Some(
-            CniResult::from_value(prev.clone(), if cni_version.is_empty() { CURRENT_VERSION } else { &cni_version })
-                .map_err(|e| PluginError::new(error_code::DECODE_FAILURE, format!("prevResult: {e}")))?,
+            CniResult::from_value(
+                prev.clone(),
+                if cni_version.is_empty() {
+                    CURRENT_VERSION
+                } else {
+                    &cni_version
+                },
+            )
+            .map_err(|e| {
+                PluginError::new(error_code::DECODE_FAILURE, format!("prevResult: {e}"))
+            })?,
         ),
     };
-    Ok(CommonConf { cni_version, name, prev_result })
+    Ok(CommonConf {
+        cni_version,
+        name,
+        prev_result,
+    })
 }
 
 pub(crate) fn parse_json(stdin: &[u8]) -> Result<Value, PluginError> {
-    serde_json::from_slice(stdin)
-        .map_err(|e| PluginError::new(error_code::DECODE_FAILURE, format!("network config is not valid JSON: {e}")))
+    serde_json::from_slice(stdin).map_err(|e| {
+        PluginError::new(
+            error_code::DECODE_FAILURE,
+            format!("network config is not valid JSON: {e}"),
+        )
+    })
 }
 
 /// A 64-bit FNV-1a hash: stable names and tags derived from container ids.
@@ -143,7 +180,12 @@ mod tests {
 
     #[test]
     fn builtin_types_and_version() {
-        assert!(is_builtin("bridge") && is_builtin("host-local") && is_builtin("loopback") && is_builtin("portmap"));
+        assert!(
+            is_builtin("bridge")
+                && is_builtin("host-local")
+                && is_builtin("loopback")
+                && is_builtin("portmap")
+        );
         assert!(!is_builtin("flannel"));
         let env = PluginEnv {
             command: Command::Version,
@@ -155,8 +197,20 @@ mod tests {
         };
         let v: Value = serde_json::from_slice(&invoke("bridge", &env, b"").unwrap()).unwrap();
         assert_eq!(v["cniVersion"], "1.0.0");
-        assert!(v["supportedVersions"].as_array().unwrap().iter().any(|x| x == "0.4.0"));
-        let err = invoke("flannel", &PluginEnv { command: Command::Add, ..env }, b"{}").unwrap_err();
+        assert!(v["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "0.4.0"));
+        let err = invoke(
+            "flannel",
+            &PluginEnv {
+                command: Command::Add,
+                ..env
+            },
+            b"{}",
+        )
+        .unwrap_err();
         assert_eq!(err.code, error_code::INVALID_CONFIG);
     }
 

@@ -17,8 +17,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
-    LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -110,7 +110,10 @@ impl Link {
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -141,7 +144,9 @@ impl Netlink {
     pub fn new() -> Result<Netlink> {
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
         socket.bind_auto().map_err(NetlinkError::Socket)?;
-        socket.connect(&SocketAddr::new(0, 0)).map_err(NetlinkError::Socket)?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(NetlinkError::Socket)?;
         // Errors carry the offending request's attributes: fewer bytes back with this off,
         // and a strict kernel rejects requests with garbage in fields it should ignore.
         let _ = socket.set_netlink_get_strict_chk(true);
@@ -154,7 +159,12 @@ impl Netlink {
     }
 
     /// Sends one request and collects the answers until the ack (or the end of a dump).
-    fn request(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<Vec<RouteNetlinkMessage>> {
+    fn request(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut header = NetlinkHeader::default();
@@ -164,7 +174,12 @@ impl Netlink {
         packet.finalize();
         let mut buf = vec![0u8; packet.buffer_len()];
         packet.serialize(&mut buf);
-        self.socket.send(&buf, 0).map_err(|source| NetlinkError::Kernel { op: op.to_string(), source })?;
+        self.socket
+            .send(&buf, 0)
+            .map_err(|source| NetlinkError::Kernel {
+                op: op.to_string(),
+                source,
+            })?;
 
         let is_dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut answers = Vec::new();
@@ -172,8 +187,13 @@ impl Netlink {
             let (bytes, _) = self.socket.recv_from_full().map_err(NetlinkError::Socket)?;
             let mut offset = 0;
             while offset < bytes.len() {
-                let msg: NetlinkMessage<RouteNetlinkMessage> = NetlinkMessage::deserialize(&bytes[offset..])
-                    .map_err(|e| NetlinkError::Decode { op: op.to_string(), detail: e.to_string() })?;
+                let msg: NetlinkMessage<RouteNetlinkMessage> =
+                    NetlinkMessage::deserialize(&bytes[offset..]).map_err(|e| {
+                        NetlinkError::Decode {
+                            op: op.to_string(),
+                            detail: e.to_string(),
+                        }
+                    })?;
                 let len = msg.header.length as usize;
                 if msg.header.sequence_number != seq {
                     // A late answer to an earlier request: not ours to read.
@@ -216,7 +236,11 @@ impl Netlink {
     pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(&format!("get link {name}"), RouteNetlinkMessage::GetLink(msg), 0) {
+        match self.request(
+            &format!("get link {name}"),
+            RouteNetlinkMessage::GetLink(msg),
+            0,
+        ) {
             Ok(answers) => Ok(answers.iter().find_map(|a| match a {
                 RouteNetlinkMessage::NewLink(link) => Some(Link::from_message(link)),
                 _ => None,
@@ -229,7 +253,11 @@ impl Netlink {
     pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        match self.request(&format!("get link #{index}"), RouteNetlinkMessage::GetLink(msg), 0) {
+        match self.request(
+            &format!("get link #{index}"),
+            RouteNetlinkMessage::GetLink(msg),
+            0,
+        ) {
             Ok(answers) => Ok(answers.iter().find_map(|a| match a {
                 RouteNetlinkMessage::NewLink(link) => Some(Link::from_message(link)),
                 _ => None,
@@ -240,7 +268,8 @@ impl Netlink {
     }
 
     pub fn require_link(&mut self, name: &str) -> Result<Link> {
-        self.link_by_name(name)?.ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))
+        self.link_by_name(name)?
+            .ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))
     }
 
     /// Creates a bridge (EEXIST when a link of that name exists).
@@ -250,8 +279,15 @@ impl Netlink {
         if let Some(mtu) = mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
-        self.ack(&format!("create bridge {name}"), RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
+        self.ack(
+            &format!("create bridge {name}"),
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
     }
 
     /// Creates a veth pair: `host_name` here, `peer_name` directly inside `peer_netns`
@@ -265,8 +301,10 @@ impl Netlink {
         peer_mac: Option<[u8; 6]>,
     ) -> Result<()> {
         let mut peer = LinkMessage::default();
-        peer.attributes.push(LinkAttribute::IfName(peer_name.to_string()));
-        peer.attributes.push(LinkAttribute::NetNsFd(peer_netns.file().as_raw_fd()));
+        peer.attributes
+            .push(LinkAttribute::IfName(peer_name.to_string()));
+        peer.attributes
+            .push(LinkAttribute::NetNsFd(peer_netns.file().as_raw_fd()));
         if let Some(mtu) = mtu {
             peer.attributes.push(LinkAttribute::Mtu(mtu));
         }
@@ -274,7 +312,8 @@ impl Netlink {
             peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
         }
         let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(host_name.to_string()));
+        msg.attributes
+            .push(LinkAttribute::IfName(host_name.to_string()));
         if let Some(mtu) = mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
@@ -290,7 +329,14 @@ impl Netlink {
     }
 
     /// Changes link attributes and flags (RTM_SETLINK on the index).
-    fn set_link(&mut self, op: &str, index: u32, attrs: Vec<LinkAttribute>, flags: LinkFlags, mask: LinkFlags) -> Result<()> {
+    fn set_link(
+        &mut self,
+        op: &str,
+        index: u32,
+        attrs: Vec<LinkAttribute>,
+        flags: LinkFlags,
+        mask: LinkFlags,
+    ) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
         msg.header.flags = flags;
@@ -300,12 +346,28 @@ impl Netlink {
     }
 
     pub fn set_up(&mut self, index: u32) -> Result<()> {
-        self.set_link(&format!("set link #{index} up"), index, vec![], LinkFlags::Up, LinkFlags::Up)
+        self.set_link(
+            &format!("set link #{index} up"),
+            index,
+            vec![],
+            LinkFlags::Up,
+            LinkFlags::Up,
+        )
     }
 
     pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<()> {
-        let flags = if on { LinkFlags::Promisc } else { LinkFlags::empty() };
-        self.set_link(&format!("set link #{index} promisc {on}"), index, vec![], flags, LinkFlags::Promisc)
+        let flags = if on {
+            LinkFlags::Promisc
+        } else {
+            LinkFlags::empty()
+        };
+        self.set_link(
+            &format!("set link #{index} promisc {on}"),
+            index,
+            vec![],
+            flags,
+            LinkFlags::Promisc,
+        )
     }
 
     /// Enslaves the link to `master` and brings it up, in one request.
@@ -326,15 +388,25 @@ impl Netlink {
         msg.header.index = index;
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::PortKind(InfoPortKind::Bridge),
-            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(on)])),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                on,
+            )])),
         ]));
-        self.ack(&format!("set hairpin {on} on link #{index}"), RouteNetlinkMessage::NewLink(msg), 0)
+        self.ack(
+            &format!("set hairpin {on} on link #{index}"),
+            RouteNetlinkMessage::NewLink(msg),
+            0,
+        )
     }
 
     pub fn delete_link(&mut self, index: u32) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        self.ack(&format!("delete link #{index}"), RouteNetlinkMessage::DelLink(msg), 0)
+        self.ack(
+            &format!("delete link #{index}"),
+            RouteNetlinkMessage::DelLink(msg),
+            0,
+        )
     }
 
     /// Deletes the link named `name`; `Ok(false)` when there is none.
@@ -361,17 +433,29 @@ impl Netlink {
         msg.attributes.push(AddressAttribute::Local(addr.addr));
         msg.attributes.push(AddressAttribute::Address(addr.addr));
         match addr.last() {
-            IpAddr::V4(broadcast) if addr.prefix < 31 => msg.attributes.push(AddressAttribute::Broadcast(broadcast)),
+            IpAddr::V4(broadcast) if addr.prefix < 31 => {
+                msg.attributes.push(AddressAttribute::Broadcast(broadcast))
+            }
             IpAddr::V4(_) => {}
-            IpAddr::V6(_) => msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad)),
+            IpAddr::V6(_) => msg
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad)),
         }
-        self.ack(&format!("add address {addr} to link #{index}"), RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL)
+        self.ack(
+            &format!("add address {addr} to link #{index}"),
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
     }
 
     /// The addresses on a link (with prefix), both families.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<Cidr>> {
         let msg = AddressMessage::default();
-        let answers = self.request("list addresses", RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP)?;
+        let answers = self.request(
+            "list addresses",
+            RouteNetlinkMessage::GetAddress(msg),
+            NLM_F_DUMP,
+        )?;
         Ok(answers
             .into_iter()
             .filter_map(|a| match a {
@@ -396,12 +480,18 @@ impl Netlink {
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
         msg.header.protocol = RouteProtocol::Boot;
         msg.header.kind = RouteType::Unicast;
-        msg.header.scope = if route.gateway.is_some() { RouteScope::Universe } else { RouteScope::Link };
+        msg.header.scope = if route.gateway.is_some() {
+            RouteScope::Universe
+        } else {
+            RouteScope::Link
+        };
         if dst.prefix > 0 {
-            msg.attributes.push(RouteAttribute::Destination(RouteAddress::from(dst.addr)));
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(dst.addr)));
         }
         if let Some(gw) = route.gateway {
-            msg.attributes.push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+            msg.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
         }
         msg.attributes.push(RouteAttribute::Oif(route.oif));
         self.ack(
@@ -416,8 +506,13 @@ impl Netlink {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family(ip);
         msg.header.destination_prefix_length = if ip.is_ipv4() { 32 } else { 128 };
-        msg.attributes.push(RouteAttribute::Destination(RouteAddress::from(ip)));
-        let answers = self.request(&format!("get route to {ip}"), RouteNetlinkMessage::GetRoute(msg), 0)?;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(ip)));
+        let answers = self.request(
+            &format!("get route to {ip}"),
+            RouteNetlinkMessage::GetRoute(msg),
+            0,
+        )?;
         Ok(answers.iter().find_map(|a| match a {
             RouteNetlinkMessage::NewRoute(r) => r.attributes.iter().find_map(|attr| match attr {
                 RouteAttribute::Oif(oif) => Some(*oif),

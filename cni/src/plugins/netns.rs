@@ -50,7 +50,9 @@ impl Netns {
                     Ok(work())
                 })
                 .join()
-                .unwrap_or_else(|_| Err(io::Error::other("thread in the network namespace panicked")))
+                .unwrap_or_else(|_| {
+                    Err(io::Error::other("thread in the network namespace panicked"))
+                })
         })
     }
 }

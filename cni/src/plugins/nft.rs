@@ -40,12 +40,17 @@ impl Table {
     pub fn inet(name: &str) -> Result<Table, NftError> {
         let ok = !name.is_empty()
             && name.len() <= 64
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
         if !ok {
             return Err(NftError::BadName(name.to_string()));
         }
-        Ok(Table { family: "inet", name: name.to_string() })
+        Ok(Table {
+            family: "inet",
+            name: name.to_string(),
+        })
     }
 
     /// `inet NAME`, as nft commands want it.
@@ -66,7 +71,11 @@ fn nft_binary() -> &'static str {
 fn run(args: &[&str], stdin: Option<&str>, what: &str) -> Result<Vec<u8>, NftError> {
     let mut child = Command::new(nft_binary())
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -91,11 +100,18 @@ fn run_commands(commands: &str, json: bool, what: &str) -> Result<Vec<u8>, NftEr
     if let Some(lib) = super::libnft::Lib::get() {
         let (ok, out, err) = lib.run(commands, json);
         if !ok {
-            return Err(NftError::Failed { what: what.to_string(), stderr: err.trim().to_string() });
+            return Err(NftError::Failed {
+                what: what.to_string(),
+                stderr: err.trim().to_string(),
+            });
         }
         return Ok(out.into_bytes());
     }
-    let args: &[&str] = if json { &["-j", "-f", "-"] } else { &["-f", "-"] };
+    let args: &[&str] = if json {
+        &["-j", "-f", "-"]
+    } else {
+        &["-f", "-"]
+    };
     run(args, Some(commands), what)
 }
 
@@ -109,11 +125,17 @@ pub fn list_table(table: &Table) -> Result<Option<Value>, NftError> {
     let listed = match super::libnft::Lib::get() {
         Some(_) => run_commands(&format!("list table {}\n", table.spec()), true, "list"),
         // `nft -j -f -` prints nothing for list commands: the arguments form does.
-        None => run(&["-j", "list", "table", table.family, &table.name], None, "list"),
+        None => run(
+            &["-j", "list", "table", table.family, &table.name],
+            None,
+            "list",
+        ),
     };
     match listed {
         Ok(out) => Ok(Some(serde_json::from_slice(&out)?)),
-        Err(NftError::Failed { stderr, .. }) if stderr.contains("No such file or directory") => Ok(None),
+        Err(NftError::Failed { stderr, .. }) if stderr.contains("No such file or directory") => {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
@@ -128,14 +150,20 @@ pub fn tagged_rules(listing: &Value, tag: &str) -> Vec<(String, u64)> {
         .filter_map(|item| item.get("rule"))
         .filter(|rule| rule.get("comment").and_then(Value::as_str) == Some(tag))
         .filter_map(|rule| {
-            Some((rule.get("chain")?.as_str()?.to_string(), rule.get("handle")?.as_u64()?))
+            Some((
+                rule.get("chain")?.as_str()?.to_string(),
+                rule.get("handle")?.as_u64()?,
+            ))
         })
         .collect()
 }
 
 /// The commands deleting the given rules.
 pub fn delete_rules_ruleset(table: &Table, rules: &[(String, u64)]) -> String {
-    rules.iter().map(|(chain, handle)| format!("delete rule {} {chain} handle {handle}\n", table.spec())).collect()
+    rules
+        .iter()
+        .map(|(chain, handle)| format!("delete rule {} {chain} handle {handle}\n", table.spec()))
+        .collect()
 }
 
 /// Deletes every rule tagged `tag` in the table (none, or no table, is fine).
@@ -159,9 +187,15 @@ pub fn has_tagged(table: &Table, tag: &str) -> Result<bool, NftError> {
 
 /// Deletes the whole table if it exists (tests and uninstall; never another table).
 pub fn delete_table(table: &Table) -> Result<(), NftError> {
-    match run_commands(&format!("delete table {}\n", table.spec()), false, "delete table") {
+    match run_commands(
+        &format!("delete table {}\n", table.spec()),
+        false,
+        "delete table",
+    ) {
         Ok(_) => Ok(()),
-        Err(NftError::Failed { stderr, .. }) if stderr.contains("No such file or directory") => Ok(()),
+        Err(NftError::Failed { stderr, .. }) if stderr.contains("No such file or directory") => {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }
@@ -190,7 +224,10 @@ mod tests {
         )
         .unwrap();
         let rules = tagged_rules(&listing, "cni-aa");
-        assert_eq!(rules, vec![("hostports".to_string(), 4), ("snat".to_string(), 9)]);
+        assert_eq!(
+            rules,
+            vec![("hostports".to_string(), 4), ("snat".to_string(), 9)]
+        );
         let table = Table::inet("t").unwrap();
         assert_eq!(
             delete_rules_ruleset(&table, &rules),

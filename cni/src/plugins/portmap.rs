@@ -25,7 +25,7 @@ use crate::plugins::netlink::Netlink;
 use crate::plugins::netns::write_sysctl;
 use crate::plugins::nft::{self, Table};
 use crate::plugins::{common_conf, internal, invalid_config, parse_json, result_bytes};
-use crate::types::{Command, CniResult, PluginEnv, PluginError};
+use crate::types::{CniResult, Command, PluginEnv, PluginError};
 
 pub const DEFAULT_TABLE: &str = "berth-portmap";
 
@@ -78,19 +78,30 @@ pub struct PodAddrs {
 impl PodAddrs {
     pub fn from_result(result: &CniResult) -> PodAddrs {
         let in_sandbox = |idx: Option<usize>| match idx {
-            Some(i) => result.interfaces.get(i).is_none_or(|iface| !iface.sandbox.is_empty()),
+            Some(i) => result
+                .interfaces
+                .get(i)
+                .is_none_or(|iface| !iface.sandbox.is_empty()),
             None => true,
         };
-        let ips: Vec<IpAddr> =
-            result.ips.iter().filter(|ip| in_sandbox(ip.interface)).filter_map(|ip| ip.ip()).collect();
-        PodAddrs { v4: ips.iter().copied().find(IpAddr::is_ipv4), v6: ips.iter().copied().find(IpAddr::is_ipv6) }
+        let ips: Vec<IpAddr> = result
+            .ips
+            .iter()
+            .filter(|ip| in_sandbox(ip.interface))
+            .filter_map(|ip| ip.ip())
+            .collect();
+        PodAddrs {
+            v4: ips.iter().copied().find(IpAddr::is_ipv4),
+            v6: ips.iter().copied().find(IpAddr::is_ipv6),
+        }
     }
 }
 
 pub fn run(command: Command, env: &PluginEnv, stdin: &[u8]) -> Result<Vec<u8>, PluginError> {
     let value = parse_json(stdin)?;
     let common = common_conf(&value)?;
-    let conf: PortmapConf = serde_json::from_value(value).map_err(|e| invalid_config(format!("portmap config: {e}")))?;
+    let conf: PortmapConf = serde_json::from_value(value)
+        .map_err(|e| invalid_config(format!("portmap config: {e}")))?;
     let table = Table::inet(conf.nft_table.as_deref().unwrap_or(DEFAULT_TABLE))?;
     let tag = rule_tag(&common.name, &env.container_id, &env.ifname);
     let mappings = &conf.runtime_config.port_mappings;
@@ -99,11 +110,15 @@ pub fn run(command: Command, env: &PluginEnv, stdin: &[u8]) -> Result<Vec<u8>, P
     }
     match command {
         Command::Add => {
-            let prev = common.prev_result.ok_or_else(|| invalid_config("portmap must be chained: no prevResult"))?;
+            let prev = common
+                .prev_result
+                .ok_or_else(|| invalid_config("portmap must be chained: no prevResult"))?;
             if !mappings.is_empty() {
                 let pod = PodAddrs::from_result(&prev);
                 if pod.v4.is_none() && pod.v6.is_none() {
-                    return Err(invalid_config("portmap: the previous result has no pod address"));
+                    return Err(invalid_config(
+                        "portmap: the previous result has no pod address",
+                    ));
                 }
                 // A repeated ADD (no DEL between, against the spec) doubles the rules
                 // harmlessly: DEL removes every rule with the tag.
@@ -132,19 +147,37 @@ pub fn run(command: Command, env: &PluginEnv, stdin: &[u8]) -> Result<Vec<u8>, P
 
 fn validate(m: &PortMapping) -> Result<(), PluginError> {
     if m.host_port == 0 || m.container_port == 0 {
-        return Err(invalid_config(format!("port mapping {}:{} has a zero port", m.host_port, m.container_port)));
+        return Err(invalid_config(format!(
+            "port mapping {}:{} has a zero port",
+            m.host_port, m.container_port
+        )));
     }
-    if !matches!(m.protocol.to_ascii_lowercase().as_str(), "tcp" | "udp" | "sctp") {
-        return Err(invalid_config(format!("port mapping protocol {:?} is not tcp, udp or sctp", m.protocol)));
+    if !matches!(
+        m.protocol.to_ascii_lowercase().as_str(),
+        "tcp" | "udp" | "sctp"
+    ) {
+        return Err(invalid_config(format!(
+            "port mapping protocol {:?} is not tcp, udp or sctp",
+            m.protocol
+        )));
     }
     if !m.host_ip.is_empty() && m.host_ip.parse::<IpAddr>().is_err() {
-        return Err(invalid_config(format!("port mapping hostIP {:?} is not an address", m.host_ip)));
+        return Err(invalid_config(format!(
+            "port mapping hostIP {:?} is not an address",
+            m.host_ip
+        )));
     }
     Ok(())
 }
 
 /// The ADD transaction: base chains (rules rewritten), then this attachment's tagged rules.
-pub fn ruleset(table: &Table, mappings: &[PortMapping], pod: PodAddrs, tag: &str, snat: bool) -> String {
+pub fn ruleset(
+    table: &Table,
+    mappings: &[PortMapping],
+    pod: PodAddrs,
+    tag: &str,
+    snat: bool,
+) -> String {
     let t = table.spec();
     let mut out = format!(
         "add table {t}\n\
@@ -163,7 +196,11 @@ pub fn ruleset(table: &Table, mappings: &[PortMapping], pod: PodAddrs, tag: &str
     );
     for m in mappings {
         let proto = m.protocol.to_ascii_lowercase();
-        let host_ip: Option<IpAddr> = m.host_ip.parse().ok().filter(|ip: &IpAddr| !ip.is_unspecified());
+        let host_ip: Option<IpAddr> = m
+            .host_ip
+            .parse()
+            .ok()
+            .filter(|ip: &IpAddr| !ip.is_unspecified());
         for pod_ip in [pod.v4, pod.v6].into_iter().flatten() {
             if host_ip.is_some_and(|h| h.is_ipv4() != pod_ip.is_ipv4()) {
                 continue; // a hostIP of the other family
@@ -172,7 +209,9 @@ pub fn ruleset(table: &Table, mappings: &[PortMapping], pod: PodAddrs, tag: &str
                 IpAddr::V4(v4) => ("ip", "ipv4", format!("{v4}:{}", m.container_port)),
                 IpAddr::V6(v6) => ("ip6", "ipv6", format!("[{v6}]:{}", m.container_port)),
             };
-            let daddr = host_ip.map(|h| format!("{family} daddr {h} ")).unwrap_or_default();
+            let daddr = host_ip
+                .map(|h| format!("{family} daddr {h} "))
+                .unwrap_or_default();
             out.push_str(&format!(
                 "add rule {t} hostports meta nfproto {nfproto} {daddr}{proto} dport {} dnat {family} to {target} comment \"{tag}\"\n",
                 m.host_port
@@ -209,16 +248,27 @@ mod tests {
     use super::*;
 
     fn mapping(hp: u16, cp: u16, proto: &str, host_ip: &str) -> PortMapping {
-        PortMapping { host_port: hp, container_port: cp, protocol: proto.into(), host_ip: host_ip.into() }
+        PortMapping {
+            host_port: hp,
+            container_port: cp,
+            protocol: proto.into(),
+            host_ip: host_ip.into(),
+        }
     }
 
     #[test]
     fn ruleset_dual_stack() {
         let table = Table::inet("pm-test").unwrap();
-        let pod = PodAddrs { v4: Some("10.3.0.5".parse().unwrap()), v6: Some("fd00:3::5".parse().unwrap()) };
+        let pod = PodAddrs {
+            v4: Some("10.3.0.5".parse().unwrap()),
+            v6: Some("fd00:3::5".parse().unwrap()),
+        };
         let rules = ruleset(
             &table,
-            &[mapping(8080, 80, "tcp", ""), mapping(5353, 53, "UDP", "127.0.0.1")],
+            &[
+                mapping(8080, 80, "tcp", ""),
+                mapping(5353, 53, "UDP", "127.0.0.1"),
+            ],
             pod,
             "berth-x",
             true,
@@ -231,7 +281,9 @@ mod tests {
             "add rule inet pm-test hostports meta nfproto ipv6 tcp dport 8080 dnat ip6 to [fd00:3::5]:80 comment \"berth-x\"\n"
         ));
         // A v4 hostIP maps only the v4 address.
-        assert!(rules.contains("meta nfproto ipv4 ip daddr 127.0.0.1 udp dport 5353 dnat ip to 10.3.0.5:53"));
+        assert!(rules.contains(
+            "meta nfproto ipv4 ip daddr 127.0.0.1 udp dport 5353 dnat ip to 10.3.0.5:53"
+        ));
         assert!(!rules.contains("udp dport 5353 dnat ip6"));
         assert!(rules.contains("add rule inet pm-test hairpin ip saddr 10.3.0.5 ip daddr 10.3.0.5 masquerade comment \"berth-x\"\n"));
         assert!(rules.contains("ip6 saddr fd00:3::5 ip6 daddr fd00:3::5 masquerade"));

@@ -30,10 +30,13 @@ pub fn allocate<'a>(
     if let Some(ip) = requested {
         // A requested address is checked against the range, not against the reserved list:
         // a runtime may ask for any address inside it.
-        let range = ranges.iter().find(|r| r.contains(ip)).ok_or(AllocError::Exhausted {
-            set: set_idx,
-            ranges: describe(ranges),
-        })?;
+        let range = ranges
+            .iter()
+            .find(|r| r.contains(ip))
+            .ok_or(AllocError::Exhausted {
+                set: set_idx,
+                ranges: describe(ranges),
+            })?;
         if store.reserve(ip, container_id, ifname, set_idx)? {
             return Ok((ip, range));
         }
@@ -46,22 +49,29 @@ pub fn allocate<'a>(
 
     // Begin right after the last address handed out in this set (if it is still in a
     // range), else at the first range's start.
-    let (mut range_idx, mut candidate) = match store
-        .last_reserved(set_idx)
-        .and_then(|last| ranges.iter().position(|r| r.contains(last)).map(|i| (i, last)))
-    {
+    let (mut range_idx, mut candidate) = match store.last_reserved(set_idx).and_then(|last| {
+        ranges
+            .iter()
+            .position(|r| r.contains(last))
+            .map(|i| (i, last))
+    }) {
         Some((i, last)) => step(ranges, i, last),
         None => (0, ranges[0].start),
     };
     let begin = (range_idx, candidate);
     loop {
         let range = &ranges[range_idx];
-        if !range.is_reserved(candidate) && store.reserve(candidate, container_id, ifname, set_idx)? {
+        if !range.is_reserved(candidate)
+            && store.reserve(candidate, container_id, ifname, set_idx)?
+        {
             return Ok((candidate, range));
         }
         (range_idx, candidate) = step(ranges, range_idx, candidate);
         if (range_idx, candidate) == begin {
-            return Err(AllocError::Exhausted { set: set_idx, ranges: describe(ranges) });
+            return Err(AllocError::Exhausted {
+                set: set_idx,
+                ranges: describe(ranges),
+            });
         }
     }
 }
@@ -83,7 +93,11 @@ fn step(ranges: &[Range], idx: usize, ip: IpAddr) -> (usize, IpAddr) {
 }
 
 fn describe(ranges: &[Range]) -> String {
-    ranges.iter().map(|r| format!("{}-{}", r.start, r.end)).collect::<Vec<_>>().join(", ")
+    ranges
+        .iter()
+        .map(|r| format!("{}-{}", r.start, r.end))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -113,7 +127,10 @@ mod tests {
             got.push(ip.to_string());
         }
         assert_eq!(got, ["10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5"]);
-        assert!(matches!(allocate(&store, 0, &ranges, "c9", "eth0", None), Err(AllocError::Exhausted { .. })));
+        assert!(matches!(
+            allocate(&store, 0, &ranges, "c9", "eth0", None),
+            Err(AllocError::Exhausted { .. })
+        ));
         // Releasing .3 makes exactly it available again.
         store.release("c1", "eth0").unwrap();
         let (ip, _) = allocate(&store, 0, &ranges, "c9", "eth0", None).unwrap();
@@ -135,13 +152,28 @@ mod tests {
     fn multiple_ranges_in_a_set_and_wrap() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path(), "n").unwrap();
-        let ranges = vec![range("10.9.0.0/24", "10.9.0.10", "10.9.0.11"), range("10.9.1.0/24", "10.9.1.10", "10.9.1.10")];
-        let ips: Vec<String> =
-            (0..3).map(|i| allocate(&store, 0, &ranges, &format!("c{i}"), "eth0", None).unwrap().0.to_string()).collect();
+        let ranges = vec![
+            range("10.9.0.0/24", "10.9.0.10", "10.9.0.11"),
+            range("10.9.1.0/24", "10.9.1.10", "10.9.1.10"),
+        ];
+        let ips: Vec<String> = (0..3)
+            .map(|i| {
+                allocate(&store, 0, &ranges, &format!("c{i}"), "eth0", None)
+                    .unwrap()
+                    .0
+                    .to_string()
+            })
+            .collect();
         assert_eq!(ips, ["10.9.0.10", "10.9.0.11", "10.9.1.10"]);
         store.release("c0", "eth0").unwrap();
         // Wraps from the end of the last range to the first.
-        assert_eq!(allocate(&store, 0, &ranges, "c3", "eth0", None).unwrap().0.to_string(), "10.9.0.10");
+        assert_eq!(
+            allocate(&store, 0, &ranges, "c3", "eth0", None)
+                .unwrap()
+                .0
+                .to_string(),
+            "10.9.0.10"
+        );
     }
 
     #[test]
@@ -150,18 +182,43 @@ mod tests {
         let store = Store::open(tmp.path(), "n").unwrap();
         let ranges = vec![range("10.9.0.0/24", "10.9.0.2", "10.9.0.254")];
         let want: IpAddr = "10.9.0.77".parse().unwrap();
-        assert_eq!(allocate(&store, 0, &ranges, "a", "eth0", Some(want)).unwrap().0, want);
+        assert_eq!(
+            allocate(&store, 0, &ranges, "a", "eth0", Some(want))
+                .unwrap()
+                .0,
+            want
+        );
         // The same container asking again gets it; another does not.
-        assert_eq!(allocate(&store, 0, &ranges, "a", "eth0", Some(want)).unwrap().0, want);
-        assert!(matches!(allocate(&store, 0, &ranges, "b", "eth0", Some(want)), Err(AllocError::Taken { .. })));
-        assert!(allocate(&store, 0, &ranges, "b", "eth0", Some("10.9.1.1".parse().unwrap())).is_err());
+        assert_eq!(
+            allocate(&store, 0, &ranges, "a", "eth0", Some(want))
+                .unwrap()
+                .0,
+            want
+        );
+        assert!(matches!(
+            allocate(&store, 0, &ranges, "b", "eth0", Some(want)),
+            Err(AllocError::Taken { .. })
+        ));
+        assert!(allocate(
+            &store,
+            0,
+            &ranges,
+            "b",
+            "eth0",
+            Some("10.9.1.1".parse().unwrap())
+        )
+        .is_err());
     }
 
     #[test]
     fn ipv6_range() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path(), "n").unwrap();
-        let ranges = vec![range("fd00:9::/64", "fd00:9::1", "fd00:9::ffff:ffff:ffff:ffff")];
+        let ranges = vec![range(
+            "fd00:9::/64",
+            "fd00:9::1",
+            "fd00:9::ffff:ffff:ffff:ffff",
+        )];
         let (ip, r) = allocate(&store, 1, &ranges, "a", "eth0", None).unwrap();
         assert_eq!(ip.to_string(), "fd00:9::2");
         assert_eq!(r.subnet.prefix, 64);

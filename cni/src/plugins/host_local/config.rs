@@ -24,13 +24,17 @@ pub struct Range {
 
 impl Range {
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.subnet.contains(ip) && ip::to_u128(ip) >= ip::to_u128(self.start) && ip::to_u128(ip) <= ip::to_u128(self.end)
+        self.subnet.contains(ip)
+            && ip::to_u128(ip) >= ip::to_u128(self.start)
+            && ip::to_u128(ip) <= ip::to_u128(self.end)
     }
 
     /// Addresses never handed out: the subnet's own address, the IPv4 broadcast address
     /// and the gateway.
     pub fn is_reserved(&self, ip: IpAddr) -> bool {
-        ip == self.subnet.first() || (ip.is_ipv4() && ip == self.subnet.last()) || Some(ip) == self.gateway
+        ip == self.subnet.first()
+            || (ip.is_ipv4() && ip == self.subnet.last())
+            || Some(ip) == self.gateway
     }
 
     fn overlaps(&self, other: &Range) -> bool {
@@ -103,7 +107,8 @@ struct RawNetConf {
 
 /// Parses the network config a host-local call gets on stdin.
 pub fn parse(stdin: &[u8], env: &PluginEnv) -> Result<IpamConfig, String> {
-    let raw: RawNetConf = serde_json::from_slice(stdin).map_err(|e| format!("invalid network config: {e}"))?;
+    let raw: RawNetConf =
+        serde_json::from_slice(stdin).map_err(|e| format!("invalid network config: {e}"))?;
     if raw.name.is_empty() {
         return Err("network config has no \"name\"".into());
     }
@@ -112,7 +117,12 @@ pub fn parse(stdin: &[u8], env: &PluginEnv) -> Result<IpamConfig, String> {
     if let Some(subnet) = ipam.subnet {
         raw_sets.insert(
             0,
-            vec![RawRange { subnet, range_start: ipam.range_start, range_end: ipam.range_end, gateway: ipam.gateway }],
+            vec![RawRange {
+                subnet,
+                range_start: ipam.range_start,
+                range_end: ipam.range_end,
+                gateway: ipam.gateway,
+            }],
         );
     }
     if raw_sets.is_empty() {
@@ -123,8 +133,14 @@ pub fn parse(stdin: &[u8], env: &PluginEnv) -> Result<IpamConfig, String> {
         if raw_set.is_empty() {
             return Err(format!("ipam range set {set_idx} is empty"));
         }
-        let set = raw_set.into_iter().map(build_range).collect::<Result<Vec<_>, _>>()?;
-        if set.iter().any(|r| r.subnet.is_ipv4() != set[0].subnet.is_ipv4()) {
+        let set = raw_set
+            .into_iter()
+            .map(build_range)
+            .collect::<Result<Vec<_>, _>>()?;
+        if set
+            .iter()
+            .any(|r| r.subnet.is_ipv4() != set[0].subnet.is_ipv4())
+        {
             return Err(format!("ipam range set {set_idx} mixes IPv4 and IPv6"));
         }
         range_sets.push(set);
@@ -133,7 +149,10 @@ pub fn parse(stdin: &[u8], env: &PluginEnv) -> Result<IpamConfig, String> {
     for (i, a) in all.iter().enumerate() {
         for b in &all[i + 1..] {
             if a.overlaps(b) {
-                return Err(format!("ipam ranges {}-{} and {}-{} overlap", a.start, a.end, b.start, b.end));
+                return Err(format!(
+                    "ipam ranges {}-{} and {}-{} overlap",
+                    a.start, a.end, b.start, b.end
+                ));
             }
         }
     }
@@ -143,21 +162,30 @@ pub fn parse(stdin: &[u8], env: &PluginEnv) -> Result<IpamConfig, String> {
         cni_version: raw.cni_version,
         range_sets,
         routes: ipam.routes,
-        data_dir: ipam.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        data_dir: ipam
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
         resolv_conf: ipam.resolv_conf,
         requested,
     })
 }
 
 fn build_range(raw: RawRange) -> Result<Range, String> {
-    let subnet: Cidr = raw.subnet.parse().map_err(|e| format!("ipam subnet: {e}"))?;
+    let subnet: Cidr = raw
+        .subnet
+        .parse()
+        .map_err(|e| format!("ipam subnet: {e}"))?;
     let subnet = subnet.network();
     let host_bits = ip::max_prefix(subnet.addr) - subnet.prefix;
     if host_bits < 2 {
         return Err(format!("ipam subnet {subnet} is too small"));
     }
     let first_host = ip::next(subnet.first()).ok_or("subnet overflow")?;
-    let last_host = if subnet.is_ipv4() { ip::prev(subnet.last()).ok_or("subnet underflow")? } else { subnet.last() };
+    let last_host = if subnet.is_ipv4() {
+        ip::prev(subnet.last()).ok_or("subnet underflow")?
+    } else {
+        subnet.last()
+    };
     let start = raw.range_start.unwrap_or(first_host);
     let end = raw.range_end.unwrap_or(last_host);
     for (what, ip) in [("rangeStart", start), ("rangeEnd", end)] {
@@ -173,14 +201,29 @@ fn build_range(raw: RawRange) -> Result<Range, String> {
     if !subnet.contains(gateway) {
         return Err(format!("ipam gateway {gateway} is not in subnet {subnet}"));
     }
-    Ok(Range { subnet, start, end, gateway: Some(gateway) })
+    Ok(Range {
+        subnet,
+        start,
+        end,
+        gateway: Some(gateway),
+    })
 }
 
 /// Addresses asked for: `runtimeConfig.ips` (kubelet/CRI), `args.cni.ips`, and
 /// `CNI_ARGS` `IP=a,b`. Each may be written with or without a prefix.
-fn requested_ips(runtime_config: &Value, args: &Value, env: &PluginEnv) -> Result<Vec<IpAddr>, String> {
+fn requested_ips(
+    runtime_config: &Value,
+    args: &Value,
+    env: &PluginEnv,
+) -> Result<Vec<IpAddr>, String> {
     let mut strings: Vec<String> = Vec::new();
-    for list in [runtime_config.get("ips"), args.get("cni").and_then(|c| c.get("ips"))].into_iter().flatten() {
+    for list in [
+        runtime_config.get("ips"),
+        args.get("cni").and_then(|c| c.get("ips")),
+    ]
+    .into_iter()
+    .flatten()
+    {
         let Value::Array(items) = list else {
             return Err("\"ips\" is not a list".into());
         };
@@ -192,7 +235,9 @@ fn requested_ips(runtime_config: &Value, args: &Value, env: &PluginEnv) -> Resul
     let mut out = Vec::new();
     for s in strings {
         let addr = s.split('/').next().unwrap_or_default();
-        let ip: IpAddr = addr.parse().map_err(|_| format!("requested IP {s:?} is not an address"))?;
+        let ip: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("requested IP {s:?} is not an address"))?;
         if !out.contains(&ip) {
             out.push(ip);
         }
@@ -240,8 +285,14 @@ mod tests {
         let bad = |s: &str| parse(s.as_bytes(), &env()).unwrap_err();
         assert!(bad(r#"{"name":"n","ipam":{}}"#).contains("ranges"));
         assert!(bad(r#"{"name":"n"}"#).contains("ipam"));
-        assert!(bad(r#"{"name":"n","ipam":{"subnet":"10.0.0.0/24","rangeStart":"10.0.1.1"}}"#).contains("not in subnet"));
-        assert!(bad(r#"{"name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/64"}]]}}"#).contains("mixes"));
+        assert!(
+            bad(r#"{"name":"n","ipam":{"subnet":"10.0.0.0/24","rangeStart":"10.0.1.1"}}"#)
+                .contains("not in subnet")
+        );
+        assert!(bad(
+            r#"{"name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/64"}]]}}"#
+        )
+        .contains("mixes"));
         assert!(bad(r#"{"name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.0/24"}],[{"subnet":"10.0.0.0/25"}]]}}"#).contains("overlap"));
         assert!(bad(r#"{"name":"n","ipam":{"subnet":"10.0.0.0/31"}}"#).contains("too small"));
         assert!(bad(r#"{"name":"n","ipam":{"subnet":"nope"}}"#).contains("subnet"));
@@ -257,7 +308,10 @@ mod tests {
             &e,
         )
         .unwrap();
-        let want: Vec<IpAddr> = ["10.1.0.7", "fd00::7", "10.1.0.9"].iter().map(|s| s.parse().unwrap()).collect();
+        let want: Vec<IpAddr> = ["10.1.0.7", "fd00::7", "10.1.0.9"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         assert_eq!(conf.requested, want);
     }
 }

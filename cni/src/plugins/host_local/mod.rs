@@ -12,9 +12,9 @@ use tracing::debug;
 use self::allocator::{allocate, AllocError};
 use self::config::IpamConfig;
 use self::store::Store;
+use crate::plugins::ip::Cidr;
 use crate::plugins::{internal, invalid_config, result_bytes};
 use crate::types::{error_code, CniResult, Dns, IpConfig, PluginEnv, PluginError};
-use crate::plugins::ip::Cidr;
 
 impl From<AllocError> for PluginError {
     fn from(e: AllocError) -> Self {
@@ -46,7 +46,9 @@ pub fn add_result(env: &PluginEnv, stdin: &[u8]) -> Result<CniResult, PluginErro
 fn allocate_all(env: &PluginEnv, conf: &IpamConfig) -> Result<CniResult, PluginError> {
     for ip in &conf.requested {
         if !conf.range_sets.iter().flatten().any(|r| r.contains(*ip)) {
-            return Err(invalid_config(format!("requested IP {ip} is in no configured range")));
+            return Err(invalid_config(format!(
+                "requested IP {ip} is in no configured range"
+            )));
         }
     }
     let store = Store::open(&conf.data_dir, &conf.network)?;
@@ -57,10 +59,26 @@ fn allocate_all(env: &PluginEnv, conf: &IpamConfig) -> Result<CniResult, PluginE
     for (set_idx, ranges) in conf.range_sets.iter().enumerate() {
         let in_set = |ip: &IpAddr| ranges.iter().any(|r| r.contains(*ip));
         let requested = conf.requested.iter().copied().find(in_set);
-        let reuse = held.iter().copied().find(in_set).filter(|ip| requested.is_none_or(|r| r == *ip));
+        let reuse = held
+            .iter()
+            .copied()
+            .find(in_set)
+            .filter(|ip| requested.is_none_or(|r| r == *ip));
         let outcome = match reuse {
-            Some(ip) => ranges.iter().find(|r| r.contains(ip)).map(|r| (ip, r)).ok_or_else(|| internal("range vanished")),
-            None => allocate(&store, set_idx, ranges, &env.container_id, &env.ifname, requested).map_err(PluginError::from),
+            Some(ip) => ranges
+                .iter()
+                .find(|r| r.contains(ip))
+                .map(|r| (ip, r))
+                .ok_or_else(|| internal("range vanished")),
+            None => allocate(
+                &store,
+                set_idx,
+                ranges,
+                &env.container_id,
+                &env.ifname,
+                requested,
+            )
+            .map_err(PluginError::from),
         };
         let (ip, range) = match outcome {
             Ok(found) => found,
@@ -75,13 +93,23 @@ fn allocate_all(env: &PluginEnv, conf: &IpamConfig) -> Result<CniResult, PluginE
         if reuse.is_none() {
             fresh.push(ip);
         }
-        let cidr = Cidr { addr: ip, prefix: range.subnet.prefix };
-        ips.push(IpConfig { address: cidr.to_string(), gateway: range.gateway, interface: None });
+        let cidr = Cidr {
+            addr: ip,
+            prefix: range.subnet.prefix,
+        };
+        ips.push(IpConfig {
+            address: cidr.to_string(),
+            gateway: range.gateway,
+            interface: None,
+        });
     }
     debug!(container = %env.container_id, network = %conf.network, ?ips, "host-local: allocated");
     let dns = match &conf.resolv_conf {
         Some(path) => parse_resolv_conf(&std::fs::read_to_string(path).map_err(|e| {
-            PluginError::new(error_code::IO_FAILURE, format!("read resolvConf {}: {e}", path.display()))
+            PluginError::new(
+                error_code::IO_FAILURE,
+                format!("read resolvConf {}: {e}", path.display()),
+            )
         })?),
         None => Dns::default(),
     };
@@ -120,7 +148,10 @@ pub fn check(env: &PluginEnv, stdin: &[u8]) -> Result<Vec<u8>, PluginError> {
         if !held.iter().any(|ip| ranges.iter().any(|r| r.contains(*ip))) {
             return Err(PluginError::new(
                 error_code::UNKNOWN_CONTAINER,
-                format!("container {} holds no address in range set {set_idx}", env.container_id),
+                format!(
+                    "container {} holds no address in range set {set_idx}",
+                    env.container_id
+                ),
             ));
         }
     }
@@ -214,7 +245,10 @@ mod tests {
     #[test]
     fn runtime_config_ips_and_version_040() {
         let tmp = tempfile::tempdir().unwrap();
-        let stdin = conf(tmp.path(), r#","runtimeConfig":{"ips":["10.77.0.5/29","fd00:77::50"]}"#);
+        let stdin = conf(
+            tmp.path(),
+            r#","runtimeConfig":{"ips":["10.77.0.5/29","fd00:77::50"]}"#,
+        );
         let stdin = String::from_utf8(stdin).unwrap().replace("1.0.0", "0.4.0");
         let out = add(&env("c1"), stdin.as_bytes()).unwrap();
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -231,7 +265,9 @@ mod tests {
 
     #[test]
     fn resolv_conf() {
-        let dns = parse_resolv_conf("# x\nnameserver 10.0.0.10\nnameserver fd00::10\nsearch a.svc b\noptions ndots:5\n");
+        let dns = parse_resolv_conf(
+            "# x\nnameserver 10.0.0.10\nnameserver fd00::10\nsearch a.svc b\noptions ndots:5\n",
+        );
         assert_eq!(dns.nameservers, ["10.0.0.10", "fd00::10"]);
         assert_eq!(dns.search, ["a.svc", "b"]);
         assert_eq!(dns.options, ["ndots:5"]);

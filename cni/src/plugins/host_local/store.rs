@@ -26,7 +26,11 @@ pub enum StoreError {
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io { what, path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The allocation directory of one network, locked while this value lives.
@@ -65,9 +69,20 @@ impl Store {
     }
 
     /// Reserves `ip` for the container; `Ok(false)` when it is taken.
-    pub fn reserve(&self, ip: IpAddr, container_id: &str, ifname: &str, range_set: usize) -> Result<bool, StoreError> {
+    pub fn reserve(
+        &self,
+        ip: IpAddr,
+        container_id: &str,
+        ifname: &str,
+        range_set: usize,
+    ) -> Result<bool, StoreError> {
         let path = self.dir.join(ip.to_string());
-        let mut file = match OpenOptions::new().write(true).create_new(true).mode(0o644).open(&path) {
+        let mut file = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+        {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(io_err("create", &path)(e)),
@@ -84,7 +99,11 @@ impl Store {
 
     /// The address handed out last in a range set.
     pub fn last_reserved(&self, range_set: usize) -> Option<IpAddr> {
-        fs::read_to_string(self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"))).ok()?.trim().parse().ok()
+        fs::read_to_string(self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Who holds `ip`: (container id, ifname); ifname is empty in old single-line files.
@@ -98,7 +117,11 @@ impl Store {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io_err("read", &self.dir))? {
             let entry = entry.map_err(io_err("read", &self.dir))?;
-            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<IpAddr>().ok()) else {
+            let Some(ip) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<IpAddr>().ok())
+            else {
                 continue;
             };
             if let Ok(content) = fs::read_to_string(entry.path()) {
@@ -162,7 +185,10 @@ mod tests {
         assert!(store.reserve(b, "c1", "eth0", 1).unwrap());
         assert_eq!(store.last_reserved(0), Some(a));
         assert_eq!(store.last_reserved(1), Some(b));
-        assert_eq!(fs::read_to_string(tmp.path().join("net/10.0.0.2")).unwrap(), "c1\r\neth0");
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("net/10.0.0.2")).unwrap(),
+            "c1\r\neth0"
+        );
         assert_eq!(store.owner(a), Some(("c1".into(), "eth0".into())));
         let mut found = store.find("c1", "eth0").unwrap();
         found.sort();
