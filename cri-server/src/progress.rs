@@ -172,7 +172,11 @@ impl LayerTable {
         };
         match self.layers.iter_mut().find(|layer| layer.digest == update.digest) {
             Some(layer) => {
-                let state = if layer.state == LayerState::Exists as i32 { LayerState::Exists } else { state_of(&update, false) };
+                let state = if layer.state == LayerState::Exists as i32 {
+                    LayerState::Exists
+                } else {
+                    state_of(&update, false)
+                };
                 let changed = layer.state != state as i32;
                 layer.state = state as i32;
                 layer.bytes_done = update.downloaded.max(layer.bytes_done);

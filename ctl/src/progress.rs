@@ -161,7 +161,12 @@ impl View {
                 Ok(LayerState::Exists) if changed => Some("already present".to_string()),
                 Ok(LayerState::Done) if changed => {
                     let took = now.saturating_sub(layer.started_ns);
-                    Some(format!("done: {} in {} ({})", size(layer.bytes_total), seconds(took), rate(layer.bytes_total, took)))
+                    Some(format!(
+                        "done: {} in {} ({})",
+                        size(layer.bytes_total),
+                        seconds(took),
+                        rate(layer.bytes_total, took)
+                    ))
                 }
                 Ok(LayerState::Downloading) if changed => Some(format!("downloading {}", size(layer.bytes_total))),
                 Ok(LayerState::Downloading) if due => Some(progress_words(layer, now)),
@@ -192,7 +197,11 @@ impl View {
                 Ok(LayerState::Done) => format!("{} done", size(layer.bytes_total)),
                 _ => progress_words(layer, now),
             };
-            out.push_str(&format!("\r\x1b[2K  {}  {}  {status}\n", short_digest(&layer.digest), bar(layer.bytes_done, layer.bytes_total, 24)));
+            out.push_str(&format!(
+                "\r\x1b[2K  {}  {}  {status}\n",
+                short_digest(&layer.digest),
+                bar(layer.bytes_done, layer.bytes_total, 24)
+            ));
         }
         self.drawn_lines = event.layers.len() + 1;
         out
@@ -210,10 +219,11 @@ impl View {
             .map(|layer| layer.bytes_done)
             .sum();
         let present = event.layers.iter().filter(|layer| layer.state == LayerState::Exists as i32).count();
+        let count = event.layers.len();
         format!(
-            "pulled {}: {} layers ({} already present), {} downloaded in {} ({})\n",
+            "pulled {}: {count} layer{} ({} already present), {} downloaded in {} ({})\n",
             self.image,
-            event.layers.len(),
+            if count == 1 { "" } else { "s" },
             present,
             size(downloaded),
             seconds(event.elapsed_ns),
@@ -230,14 +240,19 @@ impl View {
 /// `45% 560.0 kB of 1.2 MB, 3.2 MB/s, 1s left`
 fn progress_words(layer: &LayerProgress, now: u64) -> String {
     let took = now.saturating_sub(layer.started_ns);
-    let percent = if layer.bytes_total == 0 { 100 } else { layer.bytes_done.saturating_mul(100) / layer.bytes_total };
+    let percent = layer.bytes_done.saturating_mul(100).checked_div(layer.bytes_total).unwrap_or(100);
     let left = layer.bytes_total.saturating_sub(layer.bytes_done);
     let eta = if layer.bytes_done == 0 || took == 0 {
         "?".to_string()
     } else {
         seconds((left as u128 * took as u128 / layer.bytes_done as u128) as u64)
     };
-    format!("{percent}% {} of {}, {}, {eta} left", size(layer.bytes_done), size(layer.bytes_total), rate(layer.bytes_done, took))
+    format!(
+        "{percent}% {} of {}, {}, {eta} left",
+        size(layer.bytes_done),
+        size(layer.bytes_total),
+        rate(layer.bytes_done, took)
+    )
 }
 
 /// `[##########..............]`
@@ -300,7 +315,13 @@ mod tests {
     use super::*;
 
     fn layer(digest: &str, done: u64, total: u64, state: LayerState) -> LayerProgress {
-        LayerProgress { digest: digest.into(), bytes_done: done, bytes_total: total, state: state as i32, started_ns: 0 }
+        LayerProgress {
+            digest: digest.into(),
+            bytes_done: done,
+            bytes_total: total,
+            state: state as i32,
+            started_ns: 0,
+        }
     }
 
     fn event(layers: Vec<LayerProgress>, elapsed_ms: u64, image_ref: &str) -> PullProgressEvent {
@@ -313,15 +334,26 @@ mod tests {
     #[test]
     fn plain_mode_prints_state_changes_and_rate_limited_progress() {
         let mut view = View::new("busybox", Display::Plain);
-        let first = view.update(&event(vec![layer(A, 0, 2_000_000, LayerState::Downloading), layer(B, 10, 10, LayerState::Exists)], 0, ""));
+        let first = view.update(&event(
+            vec![layer(A, 0, 2_000_000, LayerState::Downloading), layer(B, 10, 10, LayerState::Exists)],
+            0,
+            "",
+        ));
         assert_eq!(first, "aaaaaaaaaaaa: downloading 2.0 MB\nbbbbbbbbbbbb: already present\n");
         // Within the interval: nothing new to say.
         assert_eq!(view.update(&event(vec![layer(A, 500_000, 2_000_000, LayerState::Downloading)], 1000, "")), "");
         let later = view.update(&event(vec![layer(A, 1_000_000, 2_000_000, LayerState::Downloading)], 2000, ""));
         assert_eq!(later, "aaaaaaaaaaaa: 50% 1.0 MB of 2.0 MB, 500.0 kB/s, 2.0s left\n");
-        let done = event(vec![layer(A, 2_000_000, 2_000_000, LayerState::Done), layer(B, 10, 10, LayerState::Exists)], 2500, "sha256:id");
+        let done = event(
+            vec![layer(A, 2_000_000, 2_000_000, LayerState::Done), layer(B, 10, 10, LayerState::Exists)],
+            2500,
+            "sha256:id",
+        );
         assert_eq!(view.update(&done), "aaaaaaaaaaaa: done: 2.0 MB in 2.5s (800.0 kB/s)\n");
-        assert_eq!(view.summary(&done), "pulled busybox: 2 layers (1 already present), 2.0 MB downloaded in 2.5s (800.0 kB/s)\n");
+        assert_eq!(
+            view.summary(&done),
+            "pulled busybox: 2 layers (1 already present), 2.0 MB downloaded in 2.5s (800.0 kB/s)\n"
+        );
     }
 
     #[test]
@@ -333,7 +365,10 @@ mod tests {
         let second = view.update(&event(vec![layer(A, 2_000_000, 2_000_000, LayerState::Done)], 2000, ""));
         assert!(second.starts_with("\x1b[2A"), "moves up over the previous frame: {second:?}");
         assert!(second.contains("2.0 MB done"), "{second:?}");
-        assert_eq!(View::new("x", Display::Quiet).update(&event(vec![layer(A, 1, 2, LayerState::Downloading)], 1, "")), "");
+        assert_eq!(
+            View::new("x", Display::Quiet).update(&event(vec![layer(A, 1, 2, LayerState::Downloading)], 1, "")),
+            ""
+        );
     }
 
     #[test]

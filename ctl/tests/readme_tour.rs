@@ -117,7 +117,10 @@ async fn readme_tour_runs() {
         &results.iter().find(|(command, _)| command.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}`")).1
     };
     assert!(output_of("berthctl run -d").stdout.trim().len() == 64, "run -d prints the container id:\n{report}");
-    assert!(output_of("curl").stdout.contains("berth httpd test image"), "the page came through the hostPort:\n{report}");
+    assert!(
+        output_of("curl").stdout.contains("berth httpd test image"),
+        "the page came through the hostPort:\n{report}"
+    );
     assert!(output_of("berthctl exec").stdout.contains("index.html"), "{report}");
     assert!(output_of("berthctl logs").stderr.contains("response:200"), "httpd logged the request:\n{report}");
     assert_eq!(output_of("berthctl run --rm").stdout, "hello\n", "{report}");

@@ -38,14 +38,29 @@ async fn run_foreground_rm_env_volume_workdir_user_and_exit_code() {
     let script = "echo \"greeting=$GREETING\"; pwd; id -u; id -g; cat note.txt; echo to-stderr >&2; \
                   touch /data/x 2>/dev/null || echo read-only; exit 3";
     let run = ctl.run(&[
-        "run", "--rm", "--name", "fg", "-e", "GREETING=hello there", "-v", &volume, "-w", "/data", "-u", "1000:1001",
-        &env.busybox, "sh", "-c", script,
+        "run",
+        "--rm",
+        "--name",
+        "fg",
+        "-e",
+        "GREETING=hello there",
+        "-v",
+        &volume,
+        "-w",
+        "/data",
+        "-u",
+        "1000:1001",
+        &env.busybox,
+        "sh",
+        "-c",
+        script,
     ]);
     assert_eq!(run.code, 3, "the container's exit code: {run:#?}");
     assert_eq!(run.stdout, "greeting=hello there\n/data\n1000\n1001\nfrom the host\nread-only\n", "{run:#?}");
     assert_eq!(run.stderr, "to-stderr\n", "{run:#?}");
     assert_eq!(pod_count(&mut env).await, 0, "--rm removed the pod");
-    let leftover: Vec<_> = std::fs::read_dir(&ctl.log_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let leftover: Vec<_> =
+        std::fs::read_dir(&ctl.log_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(leftover.is_empty(), "--rm removed the pod's log directory: {leftover:?}");
 
     // Without --rm the pod stays, exited, and exit code 0 is 0.
@@ -145,7 +160,11 @@ async fn pull_prints_plain_progress_lines() {
         assert!(run.stderr.contains(&format!("{short}: downloading ")), "layer {short} downloading: {}", run.stderr);
         assert!(run.stderr.contains(&format!("{short}: done: ")), "layer {short} done: {}", run.stderr);
     }
-    assert!(run.stderr.contains(&format!("pulled {image}: {} layers (0 already present)", manifest.layer_digests.len())), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("pulled {image}: {} layers (0 already present)", manifest.layer_digests.len())),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains('\x1b'), "no terminal escapes on a pipe");
 
     let again = ctl.run(&["pull", &image]);
@@ -166,7 +185,10 @@ async fn progress_service_streams_layers_and_the_image_ref() {
     let pushed = fixtures::push_std(registry, "multilayer");
     let channel = berth_tests::cri::connect(berthd.socket()).await.expect("connect");
     let mut client = proto::progress_client::ProgressClient::new(channel);
-    let request = proto::PullWithProgressRequest { image: fixtures::reference(registry, "multilayer:latest"), ..Default::default() };
+    let request = proto::PullWithProgressRequest {
+        image: fixtures::reference(registry, "multilayer:latest"),
+        ..Default::default()
+    };
     let mut stream = client.pull_with_progress(request).await.expect("PullWithProgress").into_inner();
     let mut events = Vec::new();
     while let Some(event) = stream.message().await.expect("stream") {
@@ -186,7 +208,10 @@ async fn progress_service_streams_layers_and_the_image_ref() {
         assert_eq!(layer.bytes_done, layer.bytes_total, "{layer:?}");
         assert!(layer.bytes_total > 0);
     }
-    let request = proto::PullWithProgressRequest { image: fixtures::reference(registry, "no-such-image:1"), ..Default::default() };
+    let request = proto::PullWithProgressRequest {
+        image: fixtures::reference(registry, "no-such-image:1"),
+        ..Default::default()
+    };
     let status = match client.pull_with_progress(request).await {
         Ok(response) => {
             let mut stream = response.into_inner();

@@ -38,9 +38,16 @@ pub async fn run(conn: &Connection, args: &LogsArgs) -> anyhow::Result<i32> {
 }
 
 /// Prints the log at `path` to this process's stdout and stderr.
-pub async fn print_log(path: &Path, options: &reader::Options, follow: Option<watch::Receiver<bool>>) -> Result<(), CtlError> {
-    let mut printer =
-        reader::Printer { stdout: std::io::stdout().lock(), stderr: std::io::stderr().lock(), timestamps: options.timestamps };
+pub async fn print_log(
+    path: &Path,
+    options: &reader::Options,
+    follow: Option<watch::Receiver<bool>>,
+) -> Result<(), CtlError> {
+    let mut printer = reader::Printer {
+        stdout: std::io::stdout().lock(),
+        stderr: std::io::stderr().lock(),
+        timestamps: options.timestamps,
+    };
     reader::show(path, options, follow, &mut printer).await.map_err(|err| match err {
         reader::ReadError::Missing { .. } => CtlError::NotFound(err.to_string()),
         reader::ReadError::Io { .. } => CtlError::Runtime(err.to_string()),
@@ -61,7 +68,10 @@ pub async fn log_path_of(conn: &Connection, rt: &mut RuntimeClient, id: &str) ->
              (set log_directory in the pod config and log_path in the container config)"
         )));
     }
-    let running = matches!(ContainerState::try_from(status.state), Ok(ContainerState::ContainerRunning | ContainerState::ContainerCreated));
+    let running = matches!(
+        ContainerState::try_from(status.state),
+        Ok(ContainerState::ContainerRunning | ContainerState::ContainerCreated)
+    );
     Ok((PathBuf::from(status.log_path), running))
 }
 
@@ -75,7 +85,10 @@ pub fn watch_exit(conn: Connection, mut rt: RuntimeClient, id: String) -> watch:
             let running = match rt.container_status(request).await {
                 Ok(response) => {
                     let state = response.into_inner().status.map(|s| s.state).unwrap_or_default();
-                    matches!(ContainerState::try_from(state), Ok(ContainerState::ContainerRunning | ContainerState::ContainerCreated))
+                    matches!(
+                        ContainerState::try_from(state),
+                        Ok(ContainerState::ContainerRunning | ContainerState::ContainerCreated)
+                    )
                 }
                 Err(status) => {
                     let error = conn.error(&format!("status of container {id}"), status);
@@ -106,7 +119,9 @@ pub fn parse_since(since: &str, now: SystemTime) -> Result<i128, CtlError> {
         return Ok(time);
     }
     let ago = crate::cli::parse_duration(since).map_err(|_| {
-        CtlError::Usage(format!("--since {since}: expected a duration (10s, 5m, 1h) or an RFC 3339 time (2024-01-02T03:04:05Z)"))
+        CtlError::Usage(format!(
+            "--since {since}: expected a duration (10s, 5m, 1h) or an RFC 3339 time (2024-01-02T03:04:05Z)"
+        ))
     })?;
     let now_ns = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i128;
     Ok(now_ns - ago.as_nanos() as i128)
@@ -114,10 +129,17 @@ pub fn parse_since(since: &str, now: SystemTime) -> Result<i128, CtlError> {
 
 /// kubelet names a container's logs `<attempt>.log`: the previous attempt's is `<n-1>.log`.
 fn previous_attempt_log(current: &Path) -> Result<PathBuf, CtlError> {
-    let attempt = current.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".log")).and_then(|n| n.parse::<u32>().ok());
+    let attempt = current
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".log"))
+        .and_then(|n| n.parse::<u32>().ok());
     match attempt {
         Some(attempt) if attempt > 0 => Ok(current.with_file_name(format!("{}.log", attempt - 1))),
-        _ => Err(CtlError::NotFound(format!("{} is the log of the container's first attempt: there is no previous one", current.display()))),
+        _ => Err(CtlError::NotFound(format!(
+            "{} is the log of the container's first attempt: there is no previous one",
+            current.display()
+        ))),
     }
 }
 

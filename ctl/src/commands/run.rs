@@ -55,7 +55,10 @@ pub async fn run(conn: &Connection, args: &RunArgs) -> anyhow::Result<i32> {
         ))
     })?;
     let pod_id = match rt
-        .run_pod_sandbox(RunPodSandboxRequest { config: Some(pod_config.clone()), runtime_handler: args.runtime.clone() })
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: args.runtime.clone(),
+        })
         .await
     {
         Ok(response) => response.into_inner().pod_sandbox_id,
@@ -135,7 +138,8 @@ impl Plan {
             workdir: args.workdir.clone().unwrap_or_default(),
             user: args.user.as_deref().map(parse_user).transpose()?.unwrap_or_default(),
             command: args.command.clone(),
-            log_root: std::env::var_os("BERTHCTL_POD_LOG_DIR").map_or_else(|| PathBuf::from(DEFAULT_POD_LOG_DIR), PathBuf::from),
+            log_root: std::env::var_os("BERTHCTL_POD_LOG_DIR")
+                .map_or_else(|| PathBuf::from(DEFAULT_POD_LOG_DIR), PathBuf::from),
         })
     }
 
@@ -202,11 +206,17 @@ impl PodHandle {
     async fn remove(&self, conn: &Connection, rt: &mut RuntimeClient) {
         let stopped = rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: self.id.clone() }).await;
         let removed = match stopped {
-            Ok(_) => rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: self.id.clone() }).await.map(|_| ()),
+            Ok(_) => {
+                rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: self.id.clone() }).await.map(|_| ())
+            }
             Err(status) => Err(status),
         };
         if let Err(status) = removed {
-            eprintln!("berthctl: {} (remove it with `berthctl rmp -f {}`)", conn.error(&format!("remove pod {}", self.id), status), self.id);
+            eprintln!(
+                "berthctl: {} (remove it with `berthctl rmp -f {}`)",
+                conn.error(&format!("remove pod {}", self.id), status),
+                self.id
+            );
             return;
         }
         if let Err(err) = std::fs::remove_dir_all(&self.log_directory) {
@@ -265,7 +275,8 @@ async fn ensure_image(conn: &Connection, reference: &str) -> Result<String, CtlE
         image: Some(ImageSpec { image: reference.to_string(), ..Default::default() }),
         verbose: false,
     };
-    let status = images.image_status(request).await.map_err(|s| conn.error(&format!("status of image {reference}"), s))?;
+    let status =
+        images.image_status(request).await.map_err(|s| conn.error(&format!("status of image {reference}"), s))?;
     if let Some(image) = status.into_inner().image {
         return Ok(image.id);
     }
@@ -285,7 +296,8 @@ fn stop_on_interrupt(conn: Connection, mut rt: RuntimeClient, container_id: Stri
             return;
         }
         eprintln!("berthctl: stopping the container (Ctrl-C again to leave now)");
-        let stop = rt.stop_container(StopContainerRequest { container_id: container_id.clone(), timeout: STOP_TIMEOUT_SECS });
+        let stop =
+            rt.stop_container(StopContainerRequest { container_id: container_id.clone(), timeout: STOP_TIMEOUT_SECS });
         tokio::select! {
             result = stop => {
                 if let Err(status) = result {
@@ -301,7 +313,11 @@ fn stop_on_interrupt(conn: Connection, mut rt: RuntimeClient, container_id: Stri
 
 /// `[HOST_IP:]HOST:CONTAINER[/tcp|/udp|/sctp]`
 fn parse_port(text: &str) -> Result<PortMapping, CtlError> {
-    let usage = || CtlError::Usage(format!("-p {text}: expected HOST:CONTAINER[/udp] or HOST_IP:HOST:CONTAINER[/udp], e.g. -p 8080:80"));
+    let usage = || {
+        CtlError::Usage(format!(
+            "-p {text}: expected HOST:CONTAINER[/udp] or HOST_IP:HOST:CONTAINER[/udp], e.g. -p 8080:80"
+        ))
+    };
     let (ports, protocol) = match text.rsplit_once('/') {
         Some((ports, "tcp")) => (ports, Protocol::Tcp),
         Some((ports, "udp")) => (ports, Protocol::Udp),
@@ -340,7 +356,8 @@ fn parse_env(text: &str) -> Result<KeyValue, CtlError> {
 
 /// `HOST:CONTAINER[:ro|:rw]`, both absolute.
 fn parse_volume(text: &str) -> Result<Mount, CtlError> {
-    let usage = |why: &str| CtlError::Usage(format!("-v {text}: {why} (HOST:CONTAINER[:ro], e.g. -v /srv/data:/data:ro)"));
+    let usage =
+        |why: &str| CtlError::Usage(format!("-v {text}: {why} (HOST:CONTAINER[:ro], e.g. -v /srv/data:/data:ro)"));
     let parts: Vec<&str> = text.split(':').collect();
     let (host, container, readonly) = match parts.as_slice() {
         [host, container] => (*host, *container, false),
@@ -360,7 +377,8 @@ fn parse_volume(text: &str) -> Result<Mount, CtlError> {
 
 /// `UID`, `UID:GID`, `NAME` or `NAME:GID` (names are looked up in the image).
 fn parse_user(text: &str) -> Result<User, CtlError> {
-    let usage = || CtlError::Usage(format!("-u {text}: expected UID[:GID] or NAME[:GID], e.g. -u 1000:1000 or -u nobody"));
+    let usage =
+        || CtlError::Usage(format!("-u {text}: expected UID[:GID] or NAME[:GID], e.g. -u 1000:1000 or -u nobody"));
     let (user, group) = match text.split_once(':') {
         Some((user, group)) => (user, Some(group)),
         None => (text, None),
@@ -386,7 +404,9 @@ fn validate_name(name: &str) -> Result<String, CtlError> {
     if ok {
         Ok(name.to_string())
     } else {
-        Err(CtlError::Usage(format!("--name {name}: use lowercase letters, digits and '-' (at most 63, as a hostname)")))
+        Err(CtlError::Usage(format!(
+            "--name {name}: use lowercase letters, digits and '-' (at most 63, as a hostname)"
+        )))
     }
 }
 
@@ -411,7 +431,8 @@ fn random_hex(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
     if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buffer)).is_err() {
         // Uniqueness, not secrecy: the clock will do.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos();
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos();
         buffer.iter_mut().enumerate().for_each(|(i, b)| *b = (nanos >> (8 * (i % 16))) as u8);
     }
     buffer.iter().map(|b| format!("{b:02x}")).collect()
@@ -424,9 +445,15 @@ mod tests {
     #[test]
     fn ports() {
         let p = parse_port("8080:80").unwrap();
-        assert_eq!((p.host_port, p.container_port, p.protocol, p.host_ip.as_str()), (8080, 80, Protocol::Tcp as i32, ""));
+        assert_eq!(
+            (p.host_port, p.container_port, p.protocol, p.host_ip.as_str()),
+            (8080, 80, Protocol::Tcp as i32, "")
+        );
         let p = parse_port("127.0.0.1:5353:53/udp").unwrap();
-        assert_eq!((p.host_port, p.container_port, p.protocol, p.host_ip.as_str()), (5353, 53, Protocol::Udp as i32, "127.0.0.1"));
+        assert_eq!(
+            (p.host_port, p.container_port, p.protocol, p.host_ip.as_str()),
+            (5353, 53, Protocol::Udp as i32, "127.0.0.1")
+        );
         let p = parse_port("[::1]:8080:80").unwrap();
         assert_eq!(p.host_ip, "::1");
         for bad in ["80", "x:80", "8080:0", "8080:80/icmp", "nothost:1:2", "70000:80"] {

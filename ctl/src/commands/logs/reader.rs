@@ -80,9 +80,17 @@ impl Assembler {
             let record = std::mem::take(&mut self.unterminated);
             self.record(&record, out);
         }
-        for (stream, pending) in [(Stream::Stdout, self.pending_stdout.take()), (Stream::Stderr, self.pending_stderr.take())] {
+        for (stream, pending) in
+            [(Stream::Stdout, self.pending_stdout.take()), (Stream::Stderr, self.pending_stderr.take())]
+        {
             if let Some(pending) = pending {
-                out.push(Line { stream, time: pending.time, time_ns: pending.time_ns, text: pending.text, complete: false });
+                out.push(Line {
+                    stream,
+                    time: pending.time,
+                    time_ns: pending.time_ns,
+                    text: pending.text,
+                    complete: false,
+                });
             }
         }
     }
@@ -112,12 +120,20 @@ impl Assembler {
                 started.text.extend_from_slice(record.content);
                 started
             }
-            None => PendingLine { time: record.time.to_string(), time_ns: record.time_ns, text: record.content.to_vec() },
+            None => {
+                PendingLine { time: record.time.to_string(), time_ns: record.time_ns, text: record.content.to_vec() }
+            }
         };
         if record.partial {
             *pending = Some(line);
         } else {
-            out.push(Line { stream: record.stream, time: line.time, time_ns: line.time_ns, text: line.text, complete: true });
+            out.push(Line {
+                stream: record.stream,
+                time: line.time,
+                time_ns: line.time_ns,
+                text: line.text,
+                complete: true,
+            });
         }
     }
 }
@@ -298,7 +314,11 @@ pub async fn show<O: Write, E: Write>(
         let mut lines = Vec::new();
         let read = log.read_available(&mut assembler, &mut lines).map_err(io_error)?;
         let switched = if read == 0 {
-            if log.file.is_none() { log.open_current().map_err(io_error)? } else { log.reopen_if_replaced(&mut assembler, &mut lines).map_err(io_error)? }
+            if log.file.is_none() {
+                log.open_current().map_err(io_error)?
+            } else {
+                log.reopen_if_replaced(&mut assembler, &mut lines).map_err(io_error)?
+            }
         } else {
             false
         };
@@ -374,13 +394,18 @@ mod tests {
     }
 
     fn write_records(path: &Path, records: &[(&str, &str)], append: bool) {
-        let mut file = std::fs::OpenOptions::new().create(true).append(append).write(true).truncate(!append).open(path).unwrap();
+        let mut file =
+            std::fs::OpenOptions::new().create(true).append(append).write(true).truncate(!append).open(path).unwrap();
         for (time, text) in records {
             writeln!(file, "{time} stdout F {text}").unwrap();
         }
     }
 
-    async fn show_to_strings(path: &Path, options: &Options, follow: Option<watch::Receiver<bool>>) -> (String, String) {
+    async fn show_to_strings(
+        path: &Path,
+        options: &Options,
+        follow: Option<watch::Receiver<bool>>,
+    ) -> (String, String) {
         let mut printer = Printer { stdout: Vec::new(), stderr: Vec::new(), timestamps: options.timestamps };
         show(path, options, follow, &mut printer).await.unwrap();
         (String::from_utf8(printer.stdout).unwrap(), String::from_utf8(printer.stderr).unwrap())
@@ -390,16 +415,23 @@ mod tests {
     async fn tail_since_and_timestamps() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.log");
-        let records = [("2024-01-02T03:04:01Z", "one"), ("2024-01-02T03:04:02Z", "two"), ("2024-01-02T03:04:03Z", "three")];
+        let records =
+            [("2024-01-02T03:04:01Z", "one"), ("2024-01-02T03:04:02Z", "two"), ("2024-01-02T03:04:03Z", "three")];
         write_records(&path, &records, false);
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"2024-01-02T03:04:04Z stderr F oops\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"2024-01-02T03:04:04Z stderr F oops\n")
+            .unwrap();
 
         let (out, err) = show_to_strings(&path, &Options::default(), None).await;
         assert_eq!((out.as_str(), err.as_str()), ("one\ntwo\nthree\n", "oops\n"));
         let (out, _) = show_to_strings(&path, &Options { tail: Some(2), ..Default::default() }, None).await;
         assert_eq!(out, "three\n", "the last two lines are three (stdout) and oops (stderr)");
         let since = record::parse_rfc3339_ns("2024-01-02T03:04:02Z");
-        let (out, _) = show_to_strings(&path, &Options { since_ns: since, timestamps: true, ..Default::default() }, None).await;
+        let (out, _) =
+            show_to_strings(&path, &Options { since_ns: since, timestamps: true, ..Default::default() }, None).await;
         assert_eq!(out, "2024-01-02T03:04:02Z two\n2024-01-02T03:04:03Z three\n");
         let (out, _) = show_to_strings(&path, &Options { tail: Some(0), ..Default::default() }, None).await;
         assert_eq!(out, "");
@@ -441,14 +473,18 @@ mod tests {
             // copytruncate: same inode, shorter.
             write_records(&writer_path, &[("2024-01-02T03:04:06Z", "x")], false);
             pause().await;
-            std::fs::OpenOptions::new().append(true).open(&writer_path).unwrap().write_all(b"2024-01-02T03:04:07Z stdout P no newline").unwrap();
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&writer_path)
+                .unwrap()
+                .write_all(b"2024-01-02T03:04:07Z stdout P no newline")
+                .unwrap();
             exited_tx.send(true).unwrap();
         });
         let (out, _) = show_to_strings(&path, &Options::default(), Some(exited_rx)).await;
         writer.await.unwrap();
         assert_eq!(
-            out,
-            "before\nappended\nlate in old file\nfirst of new file\nsecond rotation\nx\nno newline",
+            out, "before\nappended\nlate in old file\nfirst of new file\nsecond rotation\nx\nno newline",
             "every line once, in order"
         );
     }
