@@ -1,7 +1,8 @@
 //! berthctl's command line: crictl's everyday commands plus docker-like `run`.
 //!
-//! Global options come before the command, as with crictl (`berthctl -r unix:///x.sock ps`),
-//! which lets `stop --timeout` and `exec --timeout` mean what they mean in crictl.
+//! `--timeout` comes before the command, as crictl's global options do
+//! (`berthctl --timeout 5s ps`), which lets `stop --timeout` and `exec --timeout` mean
+//! what they mean in crictl; `-r` may stand anywhere.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,7 +32,7 @@ Exit codes:
 pub struct Cli {
     /// CRI endpoint of berthd (`unix:///path` or a plain socket path). Also read from
     /// BERTH_ENDPOINT, then CONTAINER_RUNTIME_ENDPOINT; default unix:///run/berth/berth.sock.
-    #[arg(short = 'r', long = "runtime-endpoint", env = "BERTH_ENDPOINT", value_name = "ENDPOINT")]
+    #[arg(short = 'r', long = "runtime-endpoint", env = "BERTH_ENDPOINT", value_name = "ENDPOINT", global = true)]
     pub runtime_endpoint: Option<String>,
 
     /// Timeout for connecting to berthd and for each request (e.g. `10s`, `500ms`, `2m`, `30`).
@@ -82,11 +83,16 @@ pub enum Command {
     Info(InfoArgs),
 
     /// Pull an image from a registry
-    #[command(after_help = "Example:\n  berthctl pull busybox\n  berthctl pull --creds user:secret 127.0.0.1:5000/private/app:1.0")]
+    #[command(
+        after_help = "Example:\n  berthctl pull busybox\n  berthctl pull --creds user:secret 127.0.0.1:5000/private/app:1.0"
+    )]
     Pull(PullArgs),
 
     /// List images
-    #[command(visible_alias = "img", after_help = "Example:\n  berthctl images\n  berthctl images busybox\n  berthctl images -q")]
+    #[command(
+        visible_alias = "img",
+        after_help = "Example:\n  berthctl images\n  berthctl images busybox\n  berthctl images -q"
+    )]
     Images(ImagesArgs),
 
     /// Show the status of one or more images
@@ -94,7 +100,9 @@ pub enum Command {
     Inspecti(InspectiArgs),
 
     /// Remove one or more images
-    #[command(after_help = "Example:\n  berthctl rmi busybox\n  berthctl rmi --prune     # images no container uses\n  berthctl rmi --all")]
+    #[command(
+        after_help = "Example:\n  berthctl rmi busybox\n  berthctl rmi --prune     # images no container uses\n  berthctl rmi --all"
+    )]
     Rmi(RmiArgs),
 
     /// Show the filesystems images and containers use
@@ -102,12 +110,16 @@ pub enum Command {
     Imagefsinfo(ImagefsinfoArgs),
 
     /// Run a pod sandbox from a config file (JSON or YAML, crictl's format)
-    #[command(after_help = "Example:\n  berthctl runp pod-config.json\n  berthctl runp --runtime runc pod-config.yaml\n\n\
-pod-config.json:\n  {\"metadata\": {\"name\": \"web\", \"namespace\": \"default\", \"uid\": \"web-1\"},\n   \"log_directory\": \"/tmp/web\", \"linux\": {}}")]
+    #[command(
+        after_help = "Example:\n  berthctl runp pod-config.json\n  berthctl runp --runtime runc pod-config.yaml\n\n\
+pod-config.json:\n  {\"metadata\": {\"name\": \"web\", \"namespace\": \"default\", \"uid\": \"web-1\"},\n   \"log_directory\": \"/tmp/web\", \"linux\": {}}"
+    )]
     Runp(RunpArgs),
 
     /// List pods
-    #[command(after_help = "Example:\n  berthctl pods\n  berthctl pods --name web --state ready\n  berthctl pods --label app=web -q")]
+    #[command(
+        after_help = "Example:\n  berthctl pods\n  berthctl pods --name web --state ready\n  berthctl pods --label app=web -q"
+    )]
     Pods(PodsArgs),
 
     /// Show the status of one or more pods
@@ -119,7 +131,9 @@ pod-config.json:\n  {\"metadata\": {\"name\": \"web\", \"namespace\": \"default\
     Stopp(IdsArgs),
 
     /// Remove one or more pods
-    #[command(after_help = "Example:\n  berthctl rmp 1f73f2d81bf98\n  berthctl rmp -f 1f73f2d81bf98   # stop it first\n  berthctl rmp --all")]
+    #[command(
+        after_help = "Example:\n  berthctl rmp 1f73f2d81bf98\n  berthctl rmp -f 1f73f2d81bf98   # stop it first\n  berthctl rmp --all"
+    )]
     Rmp(RmpArgs),
 
     /// Create a container in a pod from a container and a pod config file
@@ -132,7 +146,9 @@ container-config.json:\n  {\"metadata\": {\"name\": \"box\"}, \"image\": {\"imag
     Start(IdsArgs),
 
     /// List containers
-    #[command(after_help = "Example:\n  berthctl ps\n  berthctl ps -a\n  berthctl ps --pod 1f73f2d81bf98 --state exited -q")]
+    #[command(
+        after_help = "Example:\n  berthctl ps\n  berthctl ps -a\n  berthctl ps --pod 1f73f2d81bf98 --state exited -q"
+    )]
     Ps(PsArgs),
 
     /// Show the status of one or more containers
@@ -140,28 +156,40 @@ container-config.json:\n  {\"metadata\": {\"name\": \"box\"}, \"image\": {\"imag
     Inspect(InspectArgs),
 
     /// Stop one or more running containers
-    #[command(after_help = "Example:\n  berthctl stop 87d3992f84f74\n  berthctl stop --timeout 0 web   # kill right away")]
+    #[command(
+        after_help = "Example:\n  berthctl stop 87d3992f84f74\n  berthctl stop --timeout 0 web   # kill right away"
+    )]
     Stop(StopArgs),
 
     /// Remove one or more containers
-    #[command(after_help = "Example:\n  berthctl rm 87d3992f84f74\n  berthctl rm -f web     # stop it first\n  berthctl rm --all")]
+    #[command(
+        after_help = "Example:\n  berthctl rm 87d3992f84f74\n  berthctl rm -f web     # stop it first\n  berthctl rm --all"
+    )]
     Rm(RmArgs),
 
     /// Run a command in a running container and print its output
-    #[command(after_help = "Example:\n  berthctl exec web cat /etc/hostname\n  berthctl exec --timeout 5 87d3992f84f74 sh -c 'echo $HOSTNAME'\n\n\
-The command's exit code becomes berthctl's.")]
+    #[command(
+        after_help = "Example:\n  berthctl exec web cat /etc/hostname\n  berthctl exec --timeout 5 87d3992f84f74 sh -c 'echo $HOSTNAME'\n\n\
+The command's exit code becomes berthctl's."
+    )]
     Exec(ExecArgs),
 
     /// Print a container's logs
-    #[command(after_help = "Example:\n  berthctl logs web\n  berthctl logs -f --tail 10 web\n  berthctl logs --since 5m --timestamps 87d3992f84f74")]
+    #[command(
+        after_help = "Example:\n  berthctl logs web\n  berthctl logs -f --tail 10 web\n  berthctl logs --since 5m --timestamps 87d3992f84f74"
+    )]
     Logs(LogsArgs),
 
     /// Pull if missing, make a pod and a container, start it (docker-like)
-    #[command(after_help = "Example:\n  berthctl run busybox echo hello\n  berthctl run -d --name web -p 8080:80 httpd\n  berthctl run --rm -e GREETING=hi -v /tmp:/data:ro -w /data busybox ls")]
+    #[command(
+        after_help = "Example:\n  berthctl run busybox echo hello\n  berthctl run -d --name web -p 8080:80 httpd\n  berthctl run --rm -e GREETING=hi -v /tmp:/data:ro -w /data busybox ls"
+    )]
     Run(RunArgs),
 
     /// Print a shell completion script
-    #[command(after_help = "Example:\n  berthctl completion bash > /etc/bash_completion.d/berthctl\n  berthctl completion zsh > \"${fpath[1]}/_berthctl\"")]
+    #[command(
+        after_help = "Example:\n  berthctl completion bash > /etc/bash_completion.d/berthctl\n  berthctl completion zsh > \"${fpath[1]}/_berthctl\""
+    )]
     Completion(CompletionArgs),
 }
 

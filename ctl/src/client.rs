@@ -62,8 +62,9 @@ impl CtlError {
         let message = status.message();
         match status.code() {
             Code::NotFound => CtlError::NotFound(format!("{what}: {message}")),
-            // The socket went away between connect and call, or berthd is shutting down.
-            Code::Unavailable if message.contains("connect") || message.contains("transport") => {
+            // berthd went away between connect and call (a registry that is unavailable
+            // is also Unavailable, so the socket decides).
+            Code::Unavailable if std::os::unix::net::UnixStream::connect(socket).is_err() => {
                 CtlError::Unreachable { path: socket.to_path_buf(), reason: message.to_string() }
             }
             Code::DeadlineExceeded => {

@@ -189,7 +189,11 @@ impl<'de> de::Deserializer<'de> for DefaultDeserializer {
         visitor.visit_unit()
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, DefaultError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DefaultError> {
         visitor.visit_newtype_struct(self)
     }
 

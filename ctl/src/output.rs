@@ -89,7 +89,13 @@ pub fn human_size(bytes: u64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    let decimals = if value >= 100.0 { 0 } else if value >= 10.0 { 1 } else { 2 };
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
     let text = format!("{value:.decimals$}");
     let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
     format!("{text}{}", UNITS[unit])
@@ -197,7 +203,11 @@ fn shape(value: Value, key: Option<&str>) -> Value {
             let mut out = Map::new();
             for (k, v) in map {
                 let v = if keep_keys {
-                    if key == Some("info") { parse_embedded_json(v) } else { v }
+                    if key == Some("info") {
+                        parse_embedded_json(v)
+                    } else {
+                        v
+                    }
                 } else if k == "state" {
                     match (v.as_i64(), state_names) {
                         (Some(n), Some(names)) => {

@@ -108,7 +108,10 @@ fn errors_help_and_completion_without_berthd() {
     assert_eq!(from_env.status.code(), Some(3));
     assert!(stderr(&from_env).contains("/nonexistent/cri.sock"), "{}", stderr(&from_env));
     let both = berthctl_env(
-        &[("CONTAINER_RUNTIME_ENDPOINT", "unix:///nonexistent/cri.sock"), ("BERTH_ENDPOINT", "/nonexistent/berth.sock")],
+        &[
+            ("CONTAINER_RUNTIME_ENDPOINT", "unix:///nonexistent/cri.sock"),
+            ("BERTH_ENDPOINT", "/nonexistent/berth.sock"),
+        ],
         &["pods"],
     );
     assert!(stderr(&both).contains("/nonexistent/berth.sock"), "{}", stderr(&both));
@@ -130,8 +133,28 @@ fn errors_help_and_completion_without_berthd() {
     let help = ctl.ok(&["--help"]);
     assert!(help.contains("Exit codes:") && help.contains("berthd is not reachable"), "{help}");
     for command in [
-        "version", "info", "pull", "images", "inspecti", "rmi", "imagefsinfo", "runp", "pods", "inspectp", "stopp",
-        "rmp", "create", "start", "ps", "inspect", "stop", "rm", "exec", "logs", "run", "completion",
+        "version",
+        "info",
+        "pull",
+        "images",
+        "inspecti",
+        "rmi",
+        "imagefsinfo",
+        "runp",
+        "pods",
+        "inspectp",
+        "stopp",
+        "rmp",
+        "create",
+        "start",
+        "ps",
+        "inspect",
+        "stop",
+        "rm",
+        "exec",
+        "logs",
+        "run",
+        "completion",
     ] {
         let help = ctl.ok(&[command, "--help"]);
         assert!(help.contains("Example:\n  berthctl"), "`{command} --help` has no example: {help}");
@@ -171,7 +194,9 @@ async fn images_flow() {
     let table = ctl.ok(&["images"]);
     let mut lines = table.lines();
     let header = lines.next().unwrap();
-    assert!(header.starts_with("IMAGE") && header.contains("TAG") && header.contains("IMAGE ID") && header.contains("SIZE"));
+    assert!(
+        header.starts_with("IMAGE") && header.contains("TAG") && header.contains("IMAGE ID") && header.contains("SIZE")
+    );
     let row = lines.next().expect("a row for busybox");
     assert!(row.starts_with("docker.io/library/busybox") && row.contains("latest"), "{row}");
     assert!(row.contains(&id[0][7..20]), "the truncated id: {row}");
@@ -200,9 +225,13 @@ async fn images_flow() {
     assert!(ctl.ok(&["imagefsinfo", "-o", "yaml"]).contains("imageFilesystems:"));
 
     // a pull of an image the registry does not have fails, naming it
-    let missing = ctl.run(&["pull", "doesnotexist:1.0"]);
-    assert!(!missing.status.success());
-    assert!(stderr(&missing).contains("doesnotexist"), "{}", stderr(&missing));
+    let missing = fixtures::reference(fixtures::shared_registry(), "doesnotexist:1.0");
+    let message = ctl.fails(&["pull", &missing], 4);
+    assert!(message.contains(&missing), "{message}");
+    assert!(!message.contains("not running"), "{message}");
+    // -r may also follow the command; --timeout comes before it
+    let after = berthctl_env(&[], &["--timeout", "20s", "images", "-q", "-r", &ctl.endpoint]);
+    assert!(after.status.success(), "{}", stderr(&after));
 
     // rmi by name, unknown name, --prune, --all
     assert_eq!(ctl.ok(&["rmi", "busybox"]), "Deleted: docker.io/library/busybox:latest\n");
@@ -326,6 +355,10 @@ async fn pods_and_containers_flow() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         ctl.ok(&args).trim().to_string()
     };
+    // without --pull, a missing image is an error that says how to get it
+    let output = ctl.run(&["create", &web, &path(&container_json), &path(&pod_json)]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("--pull"), "{}", stderr(&output));
     let box_id = create(&web[..12], &container_json, &pod_json, true);
     assert_eq!(box_id.len(), 64, "create prints the container id: {box_id}");
     assert!(ctl.ids(&["ps", "-q"]).is_empty(), "a created container is not running");

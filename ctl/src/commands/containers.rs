@@ -9,7 +9,9 @@ use k8s_cri::v1::{
 
 use crate::cli::{IdsArgs, InspectArgs, PsArgs, RmArgs, StopArgs};
 use crate::client::{Connection, CtlError, RuntimeClient};
-use crate::commands::{internal, list_containers, list_pods, newest, parse_labels, resolve_container, resolve_pod, Failures};
+use crate::commands::{
+    internal, list_containers, list_pods, newest, parse_labels, resolve_container, resolve_pod, Failures,
+};
 use crate::output::{self, age, container_state, short_id, Table};
 
 /// Container states by the names `ps --state` takes.
@@ -167,9 +169,15 @@ pub async fn stop_container(conn: &Connection, rt: &mut RuntimeClient, id: &str,
 }
 
 /// Removes container `id`; a running one is refused unless `force`, which kills it first.
-pub async fn remove_container(conn: &Connection, rt: &mut RuntimeClient, id: &str, force: bool) -> Result<(), CtlError> {
+pub async fn remove_container(
+    conn: &Connection,
+    rt: &mut RuntimeClient,
+    id: &str,
+    force: bool,
+) -> Result<(), CtlError> {
     let request = ContainerStatusRequest { container_id: id.to_string(), verbose: false };
-    let status = rt.container_status(request).await.map_err(|s| conn.error(&format!("container {id}"), s))?.into_inner();
+    let status =
+        rt.container_status(request).await.map_err(|s| conn.error(&format!("container {id}"), s))?.into_inner();
     let running = status.status.is_some_and(|s| s.state == 1);
     if running {
         if !force {

@@ -26,16 +26,16 @@ pub async fn run(conn: &Connection, args: &CreateArgs) -> anyhow::Result<()> {
     let long = conn.long();
     let mut rt = long.runtime().await?;
     let pod = resolve_pod(conn, &mut rt, &args.pod).await?;
-    let request = CreateContainerRequest {
-        pod_sandbox_id: pod.clone(),
-        config: Some(config),
-        sandbox_config: Some(pod_config),
-    };
-    let response = rt.create_container(request).await.map_err(|s| conn.error(&format!("create container in pod {pod}"), s));
+    let request =
+        CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(config), sandbox_config: Some(pod_config) };
+    let response =
+        rt.create_container(request).await.map_err(|s| conn.error(&format!("create container in pod {pod}"), s));
     let response = match response {
         Ok(response) => response.into_inner(),
         Err(CtlError::NotFound(message)) if message.contains("image") && !args.pull => {
-            return Err(CtlError::NotFound(format!("{message}: pull it first (`berthctl pull {image}`) or use --pull")).into());
+            return Err(
+                CtlError::NotFound(format!("{message} (`berthctl pull {image}`, or create with --pull)")).into()
+            );
         }
         Err(error) => return Err(error.into()),
     };
@@ -51,7 +51,8 @@ pub async fn pull_if_missing(conn: &Connection, image: &str, pod_config: &PodSan
         Err(CtlError::NotFound(_)) => {}
         Err(error) => return Err(error),
     }
-    let request = PullImageRequest { image: Some(image_spec(image)), auth: None, sandbox_config: Some(pod_config.clone()) };
+    let request =
+        PullImageRequest { image: Some(image_spec(image)), auth: None, sandbox_config: Some(pod_config.clone()) };
     images.pull_image(request).await.map_err(|s| conn.error(&format!("pull {image}"), s))?;
     Ok(())
 }

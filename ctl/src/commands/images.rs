@@ -4,8 +4,8 @@ use k8s_cri::v1::{Image, ImageStatusRequest, ImageStatusResponse, ListImagesRequ
 
 use crate::cli::{ImagesArgs, InspectiArgs};
 use crate::client::{Connection, CtlError, ImageClient};
-use crate::commands::{internal, Failures};
 use crate::commands::pull::image_spec;
+use crate::commands::{internal, Failures};
 use crate::output::{self, human_size, short_id, Table};
 
 pub async fn list(conn: &Connection, args: &ImagesArgs) -> anyhow::Result<()> {
@@ -57,7 +57,9 @@ pub async fn inspect(conn: &Connection, args: &InspectiArgs) -> anyhow::Result<(
     let mut failures = Failures::default();
     for image in &args.images {
         let found = match status_of(conn, &mut client, image).await {
-            Ok(status) => output::status_doc(&status.image, &status.info, &[]).map(|doc| statuses.push(doc)).map_err(internal),
+            Ok(status) => {
+                output::status_doc(&status.image, &status.info, &[]).map(|doc| statuses.push(doc)).map_err(internal)
+            }
             Err(error) => Err(error),
         };
         failures.record(found)?;

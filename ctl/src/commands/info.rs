@@ -21,8 +21,8 @@ pub async fn info(conn: &Connection, args: &InfoArgs) -> anyhow::Result<()> {
     let mut rt = conn.runtime().await?;
     let status = rt.status(StatusRequest { verbose: true }).await.map_err(|s| conn.error("status", s))?.into_inner();
     let extra = [
-        ("runtime_handlers", serde_json::to_value(&status.runtime_handlers)?),
-        ("features", serde_json::to_value(&status.features)?),
+        ("runtime_handlers", serde_json::to_value(status.runtime_handlers.clone())?),
+        ("features", serde_json::to_value(status.features)?),
     ];
     let doc = output::status_doc(&status.status, &status.info, &extra)?;
     output::print_status_docs(vec![doc], args.output)
