@@ -55,15 +55,24 @@ fn skeleton<T: DeserializeOwned + Serialize>() -> Result<Value, String> {
 /// default, except nested messages, which stay absent (`null`), as in the proto.
 fn overlay(skeleton: &Value, file: Value) -> Value {
     let Value::Object(fields) = skeleton else {
-        return file;
+        // YAML reads `command: [sleep, 3600]` as a number where CRI wants a string.
+        return match (skeleton, file) {
+            (Value::String(_), scalar @ (Value::Number(_) | Value::Bool(_))) => Value::String(scalar.to_string()),
+            (_, file) => file,
+        };
     };
     let given = match file {
         Value::Object(given) => given,
         other => return other,
     };
-    // An empty skeleton object is a map (labels, annotations): user keys, kept as given.
+    // An empty skeleton object is a map (labels, annotations): user keys, kept as given;
+    // every CRI map holds strings, so `replicas: 3` becomes "3" as in a kubelet manifest.
     if fields.is_empty() {
-        return Value::Object(given);
+        let strings = given.into_iter().map(|(key, value)| match value {
+            scalar @ (Value::Number(_) | Value::Bool(_)) => (key, Value::String(scalar.to_string())),
+            other => (key, other),
+        });
+        return Value::Object(strings.collect());
     }
     let mut given: Vec<(String, Value)> = given.into_iter().collect();
     let mut out = Map::new();
@@ -321,6 +330,15 @@ mod tests {
         assert_eq!(config.envs[0].key, "A");
         assert!(config.mounts[0].readonly);
         assert!(config.linux.is_some());
+    }
+
+    #[test]
+    fn yaml_numbers_where_strings_belong() {
+        let config: ContainerConfig =
+            parse("metadata: {name: n}\ncommand: [sleep, 3600]\nlabels: {replicas: 3, debug: true}\n").unwrap();
+        assert_eq!(config.command, vec!["sleep", "3600"]);
+        assert_eq!(config.labels["replicas"], "3");
+        assert_eq!(config.labels["debug"], "true");
     }
 
     #[test]

@@ -287,7 +287,7 @@ metadata:
   name: store
 image:
   image: busybox
-command: [sleep, '3600']
+command: [sleep, 3600]
 log_path: store.log
 linux: {}
 ";
@@ -362,6 +362,9 @@ async fn pods_and_containers_flow() {
     let box_id = create(&web[..12], &container_json, &pod_json, true);
     assert_eq!(box_id.len(), 64, "create prints the container id: {box_id}");
     assert!(ctl.ids(&["ps", "-q"]).is_empty(), "a created container is not running");
+    // --prune keeps the image a container uses
+    assert!(!ctl.ok(&["rmi", "--prune"]).contains("Deleted"));
+    assert_eq!(ctl.ids(&["images", "-q", "busybox"]).len(), 1);
     let all = ctl.ok(&["ps", "-a"]);
     assert!(all.lines().any(|l| l.contains("box") && l.contains("Created")), "{all}");
     assert_eq!(ctl.ok(&["start", "box"]).trim(), box_id);
@@ -398,6 +401,7 @@ async fn pods_and_containers_flow() {
     let failed = ctl.run(&["exec", "box", "sh", "-c", "echo oops >&2; exit 7"]);
     assert_eq!(failed.status.code(), Some(7));
     assert_eq!(stderr(&failed), "oops\n");
+    assert!(ctl.fails(&["exec", "--timeout", "1", "box", "sleep", "30"], 1).contains("did not finish within"));
 
     // a second container from YAML in the YAML pod
     let store_id = create(&db, &container_yaml, &pod_yaml, false);

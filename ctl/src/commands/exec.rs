@@ -24,8 +24,18 @@ pub async fn run(conn: &Connection, args: &ExecArgs) -> anyhow::Result<i32> {
     let mut rt = long.runtime().await?;
     let id = resolve_container(conn, &mut rt, &args.container).await?;
     let request = ExecSyncRequest { container_id: id.clone(), cmd: args.command.clone(), timeout: args.timeout };
-    let response =
-        rt.exec_sync(request).await.map_err(|s| conn.error(&format!("exec in container {id}"), s))?.into_inner();
+    let response = match rt.exec_sync(request).await {
+        Ok(response) => response.into_inner(),
+        // berthd killed the command at --timeout: say so, not "berthd was slow".
+        Err(status) if status.code() == tonic::Code::DeadlineExceeded && args.timeout > 0 => {
+            return Err(CtlError::Refused(format!(
+                "exec in container {id}: the command did not finish within --timeout {}s and was killed",
+                args.timeout
+            ))
+            .into());
+        }
+        Err(status) => return Err(conn.error(&format!("exec in container {id}"), status).into()),
+    };
     // Output as the command wrote it, bytes and all; a closed pipe is not our failure.
     let _ = std::io::stdout().lock().write_all(&response.stdout);
     let _ = std::io::stdout().flush();

@@ -7,7 +7,7 @@ use k8s_cri::v1::{Image, RemoveImageRequest};
 
 use crate::cli::RmiArgs;
 use crate::client::{Connection, CtlError, ImageClient};
-use crate::commands::images::{list_all, status_of};
+use crate::commands::images::{image_matches, list_all, status_of};
 use crate::commands::pull::image_spec;
 use crate::commands::{list_containers, Failures};
 use crate::output;
@@ -19,7 +19,7 @@ pub async fn run(conn: &Connection, args: &RmiArgs) -> anyhow::Result<()> {
         let mut images = list_all(conn, &mut client).await?;
         if args.prune {
             let in_use = images_in_use(conn).await?;
-            images.retain(|image| !in_use.contains(&image.id));
+            images.retain(|image| !in_use.iter().any(|name| names_image(name, image)));
         }
         for image in &images {
             failures.record(remove(conn, &mut client, image).await)?;
@@ -49,6 +49,15 @@ async fn remove(conn: &Connection, client: &mut ImageClient, image: &Image) -> R
     let names = if image.repo_tags.is_empty() { vec![image.id.clone()] } else { image.repo_tags.clone() };
     output::print_str(&names.iter().map(|name| format!("Deleted: {name}\n")).collect::<String>());
     Ok(())
+}
+
+/// Whether `name` (a container's image or image ref) is `image`: its id, a tag, a repo
+/// digest, or a short name of it.
+fn names_image(name: &str, image: &Image) -> bool {
+    name == image.id
+        || image.repo_tags.iter().any(|tag| tag == name)
+        || image.repo_digests.iter().any(|digest| digest == name)
+        || image_matches(image, name)
 }
 
 /// Ids (and names) of the images containers were created from, running or not.
