@@ -332,7 +332,7 @@ pub struct RmpArgs {
     /// Stop the pods first if they run
     #[arg(short, long)]
     pub force: bool,
-    /// Remove every pod
+    /// Remove every pod (ready ones only with -f)
     #[arg(short, long, conflicts_with = "ids")]
     pub all: bool,
 }
@@ -407,7 +407,7 @@ pub struct RmArgs {
     /// Stop the containers first if they run
     #[arg(short, long)]
     pub force: bool,
-    /// Remove every container
+    /// Remove every container (running ones only with -f)
     #[arg(short, long, conflicts_with = "ids")]
     pub all: bool,
 }

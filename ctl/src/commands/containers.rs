@@ -152,7 +152,7 @@ pub async fn remove(conn: &Connection, args: &RmArgs) -> anyhow::Result<()> {
     for given in &ids {
         let removed = async {
             let id = resolve_container(conn, &mut rt, given).await?;
-            remove_container(conn, &mut rt, &id, args.force || args.all).await?;
+            remove_container(conn, &mut rt, &id, args.force).await?;
             output::print_str(&format!("{id}\n"));
             Ok(())
         }

@@ -106,7 +106,7 @@ pub async fn remove(conn: &Connection, args: &RmpArgs) -> anyhow::Result<()> {
     for given in &ids {
         let removed = async {
             let id = resolve_pod(conn, &mut rt, given).await?;
-            remove_pod(conn, &mut rt, &id, args.force || args.all).await?;
+            remove_pod(conn, &mut rt, &id, args.force).await?;
             output::print_str(&format!("Removed sandbox {id}\n"));
             Ok(())
         }
