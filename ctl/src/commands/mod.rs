@@ -32,7 +32,7 @@ pub async fn list_containers(conn: &Connection, rt: &mut RuntimeClient) -> Resul
 }
 
 /// The one id among `candidates` (id, name) that `given` names: the id itself, a unique
-/// id prefix, or a unique name. Tables show truncated ids and people remember names.
+/// name, or a unique id prefix. Tables show truncated ids and people remember names.
 pub fn resolve<'a>(
     kind: &str,
     given: &str,
@@ -54,12 +54,14 @@ pub fn resolve<'a>(
             )))),
         }
     };
-    let by_prefix: Vec<&str> = candidates.clone().filter(|(id, _)| id.starts_with(given)).map(|(id, _)| id).collect();
-    if let Some(result) = pick(by_prefix, "id prefix") {
+    // A name before an id prefix, as docker: a name like `cafe` must not turn into
+    // whichever id happens to start with those letters.
+    let by_name: Vec<&str> = candidates.clone().filter(|(_, name)| *name == given).map(|(id, _)| id).collect();
+    if let Some(result) = pick(by_name, "name") {
         return result;
     }
-    let by_name: Vec<&str> = candidates.filter(|(_, name)| *name == given).map(|(id, _)| id).collect();
-    if let Some(result) = pick(by_name, "name") {
+    let by_prefix: Vec<&str> = candidates.filter(|(id, _)| id.starts_with(given)).map(|(id, _)| id).collect();
+    if let Some(result) = pick(by_prefix, "id prefix") {
         return result;
     }
     Err(CtlError::NotFound(format!("no {kind} with id or name {given}")))
@@ -152,6 +154,8 @@ mod tests {
         assert_eq!(resolve("pod", "abc123", it()).unwrap(), "abc123");
         assert_eq!(resolve("pod", "abd", it()).unwrap(), "abd456");
         assert_eq!(resolve("pod", "web", it()).unwrap(), "abc123");
+        let named_like_an_id = [("abc123", "abd"), ("abd456", "db")];
+        assert_eq!(resolve("pod", "abd", named_like_an_id.iter().map(|(a, b)| (*a, *b))).unwrap(), "abc123");
         assert!(matches!(resolve("pod", "ab", it()), Err(CtlError::Usage(_))));
         assert!(matches!(resolve("pod", "zzz", it()), Err(CtlError::NotFound(_))));
     }
