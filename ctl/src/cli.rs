@@ -15,11 +15,11 @@ pub const DEFAULT_ENDPOINT: &str = "unix:///run/berth/berth.sock";
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  berthd answered with an error
+  1  berthd answered with an error, or the step was refused (rm of a running container without -f)
   2  usage error (bad flag, bad argument, unreadable config file)
   3  berthd is not reachable on its socket
   4  the pod, container or image was not found
-  exec: the exit code of the command run in the container";
+  exec, and run in the foreground: the exit code of the command in the container";
 
 #[derive(Debug, Parser)]
 #[command(
