@@ -42,7 +42,11 @@ pub fn auth_config(creds: Option<&str>, auth: Option<&str>) -> Result<Option<Aut
             if username.is_empty() {
                 return Err(CtlError::Usage("--creds: expected USERNAME[:PASSWORD]".to_string()));
             }
-            Ok(Some(AuthConfig { username: username.to_string(), password: password.to_string(), ..Default::default() }))
+            Ok(Some(AuthConfig {
+                username: username.to_string(),
+                password: password.to_string(),
+                ..Default::default()
+            }))
         }
         (None, Some(auth)) => Ok(Some(AuthConfig { auth: auth.to_string(), ..Default::default() })),
         (None, None) => Ok(None),
