@@ -10,7 +10,7 @@ use k8s_cri::v1::{
 use crate::cli::{IdsArgs, InspectArgs, PsArgs, RmArgs, StopArgs};
 use crate::client::{Connection, CtlError, RuntimeClient};
 use crate::commands::{
-    internal, list_containers, list_pods, newest, parse_labels, resolve_container, resolve_pod, Failures,
+    for_each_id, internal, list_containers, list_pods, newest, parse_labels, resolve_container, resolve_pod,
 };
 use crate::output::{self, age, container_state, short_id, Table};
 
@@ -88,55 +88,41 @@ pub async fn list(conn: &Connection, args: &PsArgs) -> anyhow::Result<()> {
 
 pub async fn start(conn: &Connection, args: &IdsArgs) -> anyhow::Result<()> {
     let mut rt = conn.long().runtime().await?;
-    let mut failures = Failures::default();
-    for given in &args.ids {
-        let started = async {
-            let id = resolve_container(conn, &mut rt, given).await?;
-            let request = StartContainerRequest { container_id: id.clone() };
-            rt.start_container(request).await.map_err(|s| conn.error(&format!("start container {id}"), s))?;
-            output::print_str(&format!("{id}\n"));
-            Ok(())
-        }
-        .await;
-        failures.record(started)?;
-    }
-    Ok(failures.finish()?)
+    let started = for_each_id(&args.ids, async |given| {
+        let id = resolve_container(conn, &mut rt, given).await?;
+        let request = StartContainerRequest { container_id: id.clone() };
+        rt.start_container(request).await.map_err(|s| conn.error(&format!("start container {id}"), s))?;
+        output::print_str(&format!("{id}\n"));
+        Ok(())
+    });
+    Ok(started.await?.finish()?)
 }
 
 pub async fn inspect(conn: &Connection, args: &InspectArgs) -> anyhow::Result<()> {
     let mut rt = conn.runtime().await?;
     let mut statuses = Vec::new();
-    let mut failures = Failures::default();
-    for given in &args.ids {
-        let found = async {
-            let id = resolve_container(conn, &mut rt, given).await?;
-            let request = ContainerStatusRequest { container_id: id.clone(), verbose: true };
-            let status = rt.container_status(request).await.map_err(|s| conn.error(&format!("container {id}"), s))?;
-            let status = status.into_inner();
-            statuses.push(output::status_doc(&status.status, &status.info, &[]).map_err(internal)?);
-            Ok(())
-        }
-        .await;
-        failures.record(found)?;
-    }
+    let failures = for_each_id(&args.ids, async |given| {
+        let id = resolve_container(conn, &mut rt, given).await?;
+        let request = ContainerStatusRequest { container_id: id.clone(), verbose: true };
+        let status = rt.container_status(request).await.map_err(|s| conn.error(&format!("container {id}"), s))?;
+        let status = status.into_inner();
+        statuses.push(output::status_doc(&status.status, &status.info, &[]).map_err(internal)?);
+        Ok(())
+    })
+    .await?;
     output::print_status_docs(statuses, args.output)?;
     Ok(failures.finish()?)
 }
 
 pub async fn stop(conn: &Connection, args: &StopArgs) -> anyhow::Result<()> {
     let mut rt = conn.long().runtime().await?;
-    let mut failures = Failures::default();
-    for given in &args.ids {
-        let stopped = async {
-            let id = resolve_container(conn, &mut rt, given).await?;
-            stop_container(conn, &mut rt, &id, args.timeout).await?;
-            output::print_str(&format!("{id}\n"));
-            Ok(())
-        }
-        .await;
-        failures.record(stopped)?;
-    }
-    Ok(failures.finish()?)
+    let stopped = for_each_id(&args.ids, async |given| {
+        let id = resolve_container(conn, &mut rt, given).await?;
+        stop_container(conn, &mut rt, &id, args.timeout).await?;
+        output::print_str(&format!("{id}\n"));
+        Ok(())
+    });
+    Ok(stopped.await?.finish()?)
 }
 
 pub async fn remove(conn: &Connection, args: &RmArgs) -> anyhow::Result<()> {
@@ -148,18 +134,13 @@ pub async fn remove(conn: &Connection, args: &RmArgs) -> anyhow::Result<()> {
     } else {
         args.ids.clone()
     };
-    let mut failures = Failures::default();
-    for given in &ids {
-        let removed = async {
-            let id = resolve_container(conn, &mut rt, given).await?;
-            remove_container(conn, &mut rt, &id, args.force).await?;
-            output::print_str(&format!("{id}\n"));
-            Ok(())
-        }
-        .await;
-        failures.record(removed)?;
-    }
-    Ok(failures.finish()?)
+    let removed = for_each_id(&ids, async |given| {
+        let id = resolve_container(conn, &mut rt, given).await?;
+        remove_container(conn, &mut rt, &id, args.force).await?;
+        output::print_str(&format!("{id}\n"));
+        Ok(())
+    });
+    Ok(removed.await?.finish()?)
 }
 
 pub async fn stop_container(conn: &Connection, rt: &mut RuntimeClient, id: &str, timeout: i64) -> Result<(), CtlError> {

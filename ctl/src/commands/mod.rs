@@ -117,6 +117,20 @@ impl Failures {
     }
 }
 
+/// Runs `each` on every id of `ids` in turn, as crictl does: a failure is printed and the
+/// next id is tried (see [`Failures::record`]). The caller finishes the failures once it has
+/// printed what the other ids gave.
+pub async fn for_each_id(
+    ids: &[String],
+    mut each: impl AsyncFnMut(&str) -> Result<(), CtlError>,
+) -> Result<Failures, CtlError> {
+    let mut failures = Failures::default();
+    for given in ids {
+        failures.record(each(given).await)?;
+    }
+    Ok(failures)
+}
+
 /// An error of berthctl itself (e.g. a response it could not render).
 pub fn internal(error: impl std::fmt::Display) -> CtlError {
     CtlError::Internal(error.to_string())

@@ -7,7 +7,7 @@ use k8s_cri::v1::{
 
 use crate::cli::{IdsArgs, InspectArgs, PodsArgs, RmpArgs};
 use crate::client::{Connection, CtlError, RuntimeClient};
-use crate::commands::{internal, list_pods, newest, parse_labels, resolve_pod, Failures};
+use crate::commands::{for_each_id, internal, list_pods, newest, parse_labels, resolve_pod};
 use crate::output::{self, age, pod_state, short_id, Table};
 
 pub async fn list(conn: &Connection, args: &PodsArgs) -> anyhow::Result<()> {
@@ -60,37 +60,28 @@ pub async fn list(conn: &Connection, args: &PodsArgs) -> anyhow::Result<()> {
 pub async fn inspect(conn: &Connection, args: &InspectArgs) -> anyhow::Result<()> {
     let mut rt = conn.runtime().await?;
     let mut statuses = Vec::new();
-    let mut failures = Failures::default();
-    for given in &args.ids {
-        let found = async {
-            let id = resolve_pod(conn, &mut rt, given).await?;
-            let request = PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: true };
-            let status = rt.pod_sandbox_status(request).await.map_err(|s| conn.error(&format!("pod {id}"), s))?;
-            let status = status.into_inner();
-            statuses.push(output::status_doc(&status.status, &status.info, &[]).map_err(internal)?);
-            Ok(())
-        }
-        .await;
-        failures.record(found)?;
-    }
+    let failures = for_each_id(&args.ids, async |given| {
+        let id = resolve_pod(conn, &mut rt, given).await?;
+        let request = PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: true };
+        let status = rt.pod_sandbox_status(request).await.map_err(|s| conn.error(&format!("pod {id}"), s))?;
+        let status = status.into_inner();
+        statuses.push(output::status_doc(&status.status, &status.info, &[]).map_err(internal)?);
+        Ok(())
+    })
+    .await?;
     output::print_status_docs(statuses, args.output)?;
     Ok(failures.finish()?)
 }
 
 pub async fn stop(conn: &Connection, args: &IdsArgs) -> anyhow::Result<()> {
     let mut rt = conn.long().runtime().await?;
-    let mut failures = Failures::default();
-    for given in &args.ids {
-        let stopped = async {
-            let id = resolve_pod(conn, &mut rt, given).await?;
-            stop_pod(conn, &mut rt, &id).await?;
-            output::print_str(&format!("Stopped sandbox {id}\n"));
-            Ok(())
-        }
-        .await;
-        failures.record(stopped)?;
-    }
-    Ok(failures.finish()?)
+    let stopped = for_each_id(&args.ids, async |given| {
+        let id = resolve_pod(conn, &mut rt, given).await?;
+        stop_pod(conn, &mut rt, &id).await?;
+        output::print_str(&format!("Stopped sandbox {id}\n"));
+        Ok(())
+    });
+    Ok(stopped.await?.finish()?)
 }
 
 pub async fn remove(conn: &Connection, args: &RmpArgs) -> anyhow::Result<()> {
@@ -102,18 +93,13 @@ pub async fn remove(conn: &Connection, args: &RmpArgs) -> anyhow::Result<()> {
     } else {
         args.ids.clone()
     };
-    let mut failures = Failures::default();
-    for given in &ids {
-        let removed = async {
-            let id = resolve_pod(conn, &mut rt, given).await?;
-            remove_pod(conn, &mut rt, &id, args.force).await?;
-            output::print_str(&format!("Removed sandbox {id}\n"));
-            Ok(())
-        }
-        .await;
-        failures.record(removed)?;
-    }
-    Ok(failures.finish()?)
+    let removed = for_each_id(&ids, async |given| {
+        let id = resolve_pod(conn, &mut rt, given).await?;
+        remove_pod(conn, &mut rt, &id, args.force).await?;
+        output::print_str(&format!("Removed sandbox {id}\n"));
+        Ok(())
+    });
+    Ok(removed.await?.finish()?)
 }
 
 pub async fn stop_pod(conn: &Connection, rt: &mut RuntimeClient, id: &str) -> Result<(), CtlError> {
