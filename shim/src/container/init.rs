@@ -46,7 +46,8 @@ pub struct InitPlan {
     pub mode: InitMode,
 }
 
-/// Wait for the caller's go (it placed us in the cgroup); EOF means it gave up.
+/// Waits for `want` from the caller (Go: it placed us in the cgroup; Start: run the
+/// process); false when it hung up instead.
 fn wait_for(sock: &OwnedFd, want: Msg) -> Result<bool, ContainerError> {
     match recv_msg(sock).step(|| "waiting for the runtime".into())? {
         Some(msg) if msg == want => Ok(true),
@@ -69,6 +70,16 @@ fn exit_quietly(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Returns once the caller sent `want`. A caller that hung up instead dropped the
+/// container: exit quietly. Anything else is reported, and the process exits.
+fn wait_for_or_exit(sock: &OwnedFd, want: Msg) {
+    match wait_for(sock, want) {
+        Ok(true) => {}
+        Ok(false) => exit_quietly(1),
+        Err(e) => fail(sock, e),
+    }
+}
+
 /// The container's init. Never returns: it execs, runs the built-in init, or exits.
 pub fn container_init(
     sys: &dyn Syscall,
@@ -76,23 +87,14 @@ pub fn container_init(
     opened: &OpenedNamespaces,
     sock: &OwnedFd,
 ) -> ! {
-    match wait_for(sock, Msg::Go) {
-        Ok(true) => {}
-        Ok(false) => exit_quietly(1),
-        Err(e) => fail(sock, e),
-    }
+    wait_for_or_exit(sock, Msg::Go);
     if let Err(e) = setup_init(sys, plan, opened) {
         fail(sock, e);
     }
     if let Err(errno) = send_msg(sock, &Msg::Ready) {
         fail(sock, ContainerError::sys("reporting ready", errno));
     }
-    match wait_for(sock, Msg::Start) {
-        Ok(true) => {}
-        // Never started: the caller dropped the container.
-        Ok(false) => exit_quietly(1),
-        Err(e) => fail(sock, e),
-    }
+    wait_for_or_exit(sock, Msg::Start);
     match plan.mode {
         InitMode::Exec => fail(sock, process::exec(&plan.process.command)),
         InitMode::Builtin(init) => {
@@ -210,11 +212,7 @@ pub fn exec_process(
     opened: &OpenedNamespaces,
     sock: &OwnedFd,
 ) -> ! {
-    match wait_for(sock, Msg::Go) {
-        Ok(true) => {}
-        Ok(false) => exit_quietly(1),
-        Err(e) => fail(sock, e),
-    }
+    wait_for_or_exit(sock, Msg::Go);
     let setup = || -> Result<(), ContainerError> {
         if let Some(value) = plan.oom_score_adj {
             process::set_oom_score_adj(sys, value)?;
