@@ -237,15 +237,11 @@ impl Syscall for LinuxSyscall {
     }
 
     fn set_keepcaps(&self, keep: bool) -> Result<(), Errno> {
-        // SAFETY: prctl with integer arguments.
-        Errno::result(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, keep as libc::c_ulong, 0, 0, 0) })
-            .map(drop)
+        prctl(libc::PR_SET_KEEPCAPS, keep.into(), 0)
     }
 
     fn drop_bounding_cap(&self, cap: u32) -> Result<(), Errno> {
-        // SAFETY: prctl with integer arguments.
-        Errno::result(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) })
-            .map(drop)
+        prctl(libc::PR_CAPBSET_DROP, cap.into(), 0)
     }
 
     fn capset(&self, effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno> {
@@ -287,37 +283,33 @@ impl Syscall for LinuxSyscall {
     }
 
     fn clear_ambient_caps(&self) -> Result<(), Errno> {
-        // SAFETY: prctl with integer arguments.
-        Errno::result(unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-                0,
-                0,
-                0,
-            )
-        })
-        .map(drop)
+        prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+        )
     }
 
     fn raise_ambient_cap(&self, cap: u32) -> Result<(), Errno> {
-        // SAFETY: prctl with integer arguments.
-        Errno::result(unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                cap as libc::c_ulong,
-                0,
-                0,
-            )
-        })
-        .map(drop)
+        prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+            cap.into(),
+        )
     }
 
     fn set_no_new_privs(&self) -> Result<(), Errno> {
-        // SAFETY: prctl with integer arguments.
-        Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).map(drop)
+        prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0)
     }
+}
+
+/// The prctl options used here take at most two integer arguments; the rest must be 0.
+fn prctl(option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> Result<(), Errno> {
+    // SAFETY: integer arguments only; no pointer is passed or kept.
+    Errno::result(unsafe {
+        libc::prctl(option, arg2, arg3, 0 as libc::c_ulong, 0 as libc::c_ulong)
+    })
+    .map(drop)
 }
 
 fn io_errno(e: std::io::Error) -> Errno {
