@@ -1,4 +1,5 @@
-//! Conversions from OCI (cgroup v1 flavoured) resource values to cgroup v2 file values.
+//! Conversions from OCI (cgroup v1 flavoured) resource values to cgroup file values, most of
+//! them for v2.
 //!
 //! The formulas are the ones Kubernetes documents for cgroup v2 (KEP-2254) and runc and
 //! crun implement, so a pod gets the same weights whichever runtime runs it.
@@ -36,6 +37,16 @@ pub fn memory_max(limit: i64) -> String {
         "max".to_string()
     } else {
         limit.to_string()
+    }
+}
+
+/// OCI `pids.limit` (0 or negative = unlimited) as a `pids.max` value (the same file and
+/// values in v1 and v2).
+pub fn pids_max(limit: i64) -> String {
+    if limit > 0 {
+        limit.to_string()
+    } else {
+        "max".to_string()
     }
 }
 
@@ -118,6 +129,13 @@ mod tests {
         assert_eq!(memory_swap_max(Some(100), None).unwrap(), None);
         assert!(memory_swap_max(Some(100), Some(50)).is_err());
         assert!(memory_swap_max(None, Some(50)).is_err());
+    }
+
+    #[test]
+    fn pids_max_values() {
+        assert_eq!(pids_max(100), "100");
+        assert_eq!(pids_max(0), "max");
+        assert_eq!(pids_max(-1), "max");
     }
 
     #[test]

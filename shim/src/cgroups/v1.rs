@@ -10,7 +10,9 @@ use oci_spec::runtime::LinuxResources;
 
 use super::error::CgroupError;
 use super::fsutil::{self, FsMode};
-use super::{devices, CgroupManager, CgroupRoot, CgroupStats, CgroupVersion, DESTROY_TIMEOUT};
+use super::{
+    convert, devices, CgroupManager, CgroupRoot, CgroupStats, CgroupVersion, DESTROY_TIMEOUT,
+};
 
 /// The v1 controllers berth places containers in, each normally its own hierarchy at
 /// `<root>/<name>`. `unified` and `systemd` (named hierarchies) are not controllers.
@@ -364,16 +366,7 @@ impl CgroupManager for V1Manager {
         self.apply_cpu(r)?;
         self.apply_memory(r)?;
         if let Some(pids) = r.pids() {
-            let limit = pids.limit();
-            self.write(
-                "pids",
-                "pids.max",
-                &if limit > 0 {
-                    limit.to_string()
-                } else {
-                    "max".to_string()
-                },
-            )?;
+            self.write("pids", "pids.max", &convert::pids_max(pids.limit()))?;
         }
         for hp in r.hugepage_limits().iter().flatten() {
             self.write(

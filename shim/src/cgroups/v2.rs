@@ -222,15 +222,7 @@ impl CgroupManager for V2Manager {
         self.apply_cpu(r)?;
         self.apply_memory(r)?;
         if let Some(pids) = r.pids() {
-            let limit = pids.limit();
-            self.write(
-                "pids.max",
-                &if limit > 0 {
-                    limit.to_string()
-                } else {
-                    "max".to_string()
-                },
-            )?;
+            self.write("pids.max", &convert::pids_max(pids.limit()))?;
         }
         for hp in r.hugepage_limits().iter().flatten() {
             self.write(
