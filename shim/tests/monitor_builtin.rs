@@ -108,14 +108,7 @@ fn builtin_init_exits_zero_on_term() {
     ]));
     spec.set_linux(Some(linux));
     spec.save(&config).unwrap();
-    let output = bundle.create_command(&["--builtin-init"]).output().unwrap();
-    assert!(
-        output.status.success(),
-        "create failed: {}",
-        stderr_of(&output)
-    );
-    let shim_pid = bundle.read_pid("shim.pid").unwrap();
-    let init_pid = bundle.read_pid("pid").unwrap();
+    let (shim_pid, init_pid) = bundle.create_ok_with(&["--builtin-init"]);
     let client = bundle.client();
     client.start().unwrap();
     // Its PID namespace is joinable by the pod's containers.
@@ -126,11 +119,7 @@ fn builtin_init_exits_zero_on_term() {
         berth_shim::protocol::ShimState::Running
     );
     client.signal(15, false).unwrap();
-    let exit = client
-        .wait(Duration::from_secs(10))
-        .unwrap()
-        .exit
-        .expect("exited");
+    let exit = wait_exit(&client, Duration::from_secs(10));
     assert_eq!((exit.exit_code, exit.signal), (0, 0));
     bundle.assert_nothing_left(shim_pid, init_pid);
 }

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use berth_shim::client::ShimClient;
+use berth_shim::protocol::ExitInfo;
 use oci_spec::runtime::{
     LinuxBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec,
 };
@@ -128,6 +129,35 @@ impl Bundle {
         self.create_command(&[]).output().unwrap()
     }
 
+    /// Runs `berth-shim create` with `extra` arguments, which must succeed, and returns
+    /// the pids of the shim and of the container's init.
+    pub fn create_ok_with(&self, extra: &[&str]) -> (i32, i32) {
+        let output = self.create_command(extra).output().unwrap();
+        assert!(
+            output.status.success(),
+            "create failed: {}",
+            stderr_of(&output)
+        );
+        self.pids()
+    }
+
+    /// `create_ok_with` without extra arguments.
+    pub fn create_ok(&self) -> (i32, i32) {
+        self.create_ok_with(&[])
+    }
+
+    /// The pids of the shim and of the container's init, both written before a successful
+    /// create returns.
+    pub fn pids(&self) -> (i32, i32) {
+        let shim_pid = self
+            .read_pid("shim.pid")
+            .expect("shim.pid written before create returns");
+        let init_pid = self
+            .read_pid("pid")
+            .expect("pid written before create returns");
+        (shim_pid, init_pid)
+    }
+
     pub fn client(&self) -> ShimClient {
         ShimClient::new(&self.state_dir)
     }
@@ -216,6 +246,11 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// Waits up to `timeout` for the container to exit and returns how it exited.
+pub fn wait_exit(client: &ShimClient, timeout: Duration) -> ExitInfo {
+    client.wait(timeout).unwrap().exit.expect("exited")
+}
+
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + timeout;
     while !condition() {
@@ -263,18 +298,7 @@ pub fn lifecycle(runtime: Option<&str>) {
     let script = "trap 'exit 143' TERM; echo out; echo err >&2; printf 'no newline' >&2; \
                   while true; do sleep 0.05; done";
     let bundle = Bundle::new(&["sh", "-c", script], runtime);
-    let output = bundle.create();
-    assert!(
-        output.status.success(),
-        "create failed: {}",
-        stderr_of(&output)
-    );
-    let shim_pid = bundle
-        .read_pid("shim.pid")
-        .expect("shim.pid written before create returns");
-    let init_pid = bundle
-        .read_pid("pid")
-        .expect("pid written before create returns");
+    let (shim_pid, init_pid) = bundle.create_ok();
     assert!(alive(shim_pid) && alive(init_pid));
     let client = bundle.client();
 
@@ -430,14 +454,7 @@ pub fn lifecycle(runtime: Option<&str>) {
 /// A container that is never started and gets SIGKILL exits like any other.
 pub fn kill_before_start(runtime: Option<&str>) {
     let bundle = Bundle::new(&["sleep", "100"], runtime);
-    let output = bundle.create();
-    assert!(
-        output.status.success(),
-        "create failed: {}",
-        stderr_of(&output)
-    );
-    let shim_pid = bundle.read_pid("shim.pid").unwrap();
-    let init_pid = bundle.read_pid("pid").unwrap();
+    let (shim_pid, init_pid) = bundle.create_ok();
     let client = bundle.client();
     client.signal(9, false).unwrap();
     let status = client.wait(Duration::from_secs(10)).unwrap();
@@ -452,12 +469,7 @@ pub fn kill_before_start(runtime: Option<&str>) {
 /// A wait with a short timeout answers with the still-running status.
 pub fn wait_times_out(runtime: Option<&str>) {
     let bundle = Bundle::new(&["sleep", "100"], runtime);
-    let output = bundle.create();
-    assert!(
-        output.status.success(),
-        "create failed: {}",
-        stderr_of(&output)
-    );
+    let (shim_pid, init_pid) = bundle.create_ok();
     let client = bundle.client();
     client.start().unwrap();
     let started = Instant::now();
@@ -465,14 +477,8 @@ pub fn wait_times_out(runtime: Option<&str>) {
     assert!(started.elapsed() >= Duration::from_millis(190));
     assert_eq!(status.state, berth_shim::protocol::ShimState::Running);
     assert!(status.exit.is_none());
-    let shim_pid = bundle.read_pid("shim.pid").unwrap();
-    let init_pid = bundle.read_pid("pid").unwrap();
     client.signal(9, true).unwrap();
-    let exit = client
-        .wait(Duration::from_secs(10))
-        .unwrap()
-        .exit
-        .expect("exited");
+    let exit = wait_exit(&client, Duration::from_secs(10));
     assert_eq!(exit.exit_code, 137);
     bundle.assert_nothing_left(shim_pid, init_pid);
 }
@@ -483,8 +489,7 @@ pub fn missing_binary(runtime: Option<&str>) -> (String, bool) {
     let bundle = Bundle::new(&["/no/such/binary"], runtime);
     let output = bundle.create();
     let message = if output.status.success() {
-        let shim_pid = bundle.read_pid("shim.pid").unwrap();
-        let init_pid = bundle.read_pid("pid").unwrap();
+        let (shim_pid, init_pid) = bundle.pids();
         let error = bundle
             .client()
             .start()
@@ -535,8 +540,7 @@ pub fn survives_parent_death(runtime: Option<&str>) {
         || bundle.state_dir.join("control.sock").exists(),
         "the shim serves",
     );
-    let shim_pid = bundle.read_pid("shim.pid").unwrap();
-    let init_pid = bundle.read_pid("pid").unwrap();
+    let (shim_pid, init_pid) = bundle.pids();
     // Kill the parent's whole process group (only processes this test started).
     let _ = nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(parent.id() as i32),
@@ -569,21 +573,10 @@ pub fn survives_parent_death(runtime: Option<&str>) {
 pub fn big_output(runtime: Option<&str>) {
     let script = "yes x | head -c 80000 | tr -d '\\n'; echo; printf tail";
     let bundle = Bundle::new(&["sh", "-c", script], runtime);
-    let output = bundle.create();
-    assert!(
-        output.status.success(),
-        "create failed: {}",
-        stderr_of(&output)
-    );
-    let shim_pid = bundle.read_pid("shim.pid").unwrap();
-    let init_pid = bundle.read_pid("pid").unwrap();
+    let (shim_pid, init_pid) = bundle.create_ok();
     let client = bundle.client();
     client.start().unwrap();
-    let exit = client
-        .wait(Duration::from_secs(10))
-        .unwrap()
-        .exit
-        .expect("exited");
+    let exit = wait_exit(&client, Duration::from_secs(10));
     assert_eq!(exit.exit_code, 0);
     bundle.assert_nothing_left(shim_pid, init_pid);
     let entries = entries(&bundle.log_text());
@@ -606,12 +599,7 @@ pub fn big_output(runtime: Option<&str>) {
 /// Exec output larger than a pipe buffer (and than the helper's read size) arrives whole.
 pub fn big_exec_output(runtime: Option<&str>) {
     let bundle = Bundle::new(&["sleep", "100"], runtime);
-    let output = bundle.create();
-    assert!(
-        output.status.success(),
-        "create failed: {}",
-        stderr_of(&output)
-    );
+    let (shim_pid, init_pid) = bundle.create_ok();
     let client = bundle.client();
     client.start().unwrap();
     let big = client
@@ -630,8 +618,6 @@ pub fn big_exec_output(runtime: Option<&str>) {
     assert_eq!(big.stdout.len(), 1_000_000);
     assert_eq!(big.stderr.len(), 300_000);
     assert!(big.stdout.starts_with(b"abcdefg\nabcdefg\n"));
-    let shim_pid = bundle.read_pid("shim.pid").unwrap();
-    let init_pid = bundle.read_pid("pid").unwrap();
     client.signal(9, false).unwrap();
     client.wait(Duration::from_secs(10)).unwrap();
     bundle.assert_nothing_left(shim_pid, init_pid);
@@ -661,21 +647,10 @@ pub fn oom_kill(runtime: Option<&str>) {
     spec.set_linux(Some(linux));
     spec.save(&config).unwrap();
 
-    let output = bundle.create();
-    assert!(
-        output.status.success(),
-        "create failed: {}",
-        stderr_of(&output)
-    );
-    let shim_pid = bundle.read_pid("shim.pid").unwrap();
-    let init_pid = bundle.read_pid("pid").unwrap();
+    let (shim_pid, init_pid) = bundle.create_ok();
     let client = bundle.client();
     client.start().unwrap();
-    let exit = client
-        .wait(Duration::from_secs(20))
-        .unwrap()
-        .exit
-        .expect("exited");
+    let exit = wait_exit(&client, Duration::from_secs(20));
     assert_eq!(
         (exit.exit_code, exit.signal, exit.oom_killed),
         (137, 9, true),
@@ -694,12 +669,7 @@ pub fn serves_during_exec(runtime: Option<&str>) {
         ],
         runtime,
     );
-    let output = bundle.create();
-    assert!(
-        output.status.success(),
-        "create failed: {}",
-        stderr_of(&output)
-    );
+    let (shim_pid, init_pid) = bundle.create_ok();
     let client = bundle.client();
     client.start().unwrap();
     let slow_client = client.clone();
@@ -739,8 +709,6 @@ pub fn serves_during_exec(runtime: Option<&str>) {
     );
     let slow = slow.join().unwrap().unwrap();
     assert_eq!(slow.stdout, b"slow\n");
-    let shim_pid = bundle.read_pid("shim.pid").unwrap();
-    let init_pid = bundle.read_pid("pid").unwrap();
     let waiter_client = client.clone();
     let waiter = std::thread::spawn(move || waiter_client.wait(Duration::from_secs(30)));
     std::thread::sleep(Duration::from_millis(100));
