@@ -236,28 +236,19 @@ impl Netlink {
     pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(
-            &format!("get link {name}"),
-            RouteNetlinkMessage::GetLink(msg),
-            0,
-        ) {
-            Ok(answers) => Ok(answers.iter().find_map(|a| match a {
-                RouteNetlinkMessage::NewLink(link) => Some(Link::from_message(link)),
-                _ => None,
-            })),
-            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.get_link(&format!("get link {name}"), msg)
     }
 
+    /// The link with interface index `index`, if it exists.
     pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        match self.request(
-            &format!("get link #{index}"),
-            RouteNetlinkMessage::GetLink(msg),
-            0,
-        ) {
+        self.get_link(&format!("get link #{index}"), msg)
+    }
+
+    /// The link `query` selects (by name or index); None when the kernel has no such link.
+    fn get_link(&mut self, op: &str, query: LinkMessage) -> Result<Option<Link>> {
+        match self.request(op, RouteNetlinkMessage::GetLink(query), 0) {
             Ok(answers) => Ok(answers.iter().find_map(|a| match a {
                 RouteNetlinkMessage::NewLink(link) => Some(Link::from_message(link)),
                 _ => None,
