@@ -70,6 +70,7 @@ pub fn exec_plugin(binary: &Path, env: &PluginEnv, stdin: &[u8], timeout: Durati
         Some(status) => status,
         None => {
             // Not reaped yet, so the pid (and group) is still ours to kill.
+            // SAFETY: kill(2) with integer arguments only.
             unsafe {
                 libc::kill(-pid, libc::SIGKILL);
             }

@@ -21,7 +21,6 @@
 //!                                     // (left out after a catch-all rule: unreachable)
 //! ```
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -238,7 +237,8 @@ fn bpf_err(op: &'static str, source: io::Error) -> CgroupError {
 }
 
 fn load(prog: &[Insn]) -> Result<OwnedFd, CgroupError> {
-    let license = CString::new("Apache").expect("no NUL in a literal");
+    // The kernel reads the license as a C string; a static one outlives every load.
+    let license = c"Apache";
     let mut name = [0u8; 16];
     name[..12].copy_from_slice(b"berth_devcgr");
     let attr = |log: &mut Vec<u8>, level: u32| ProgLoadAttr {
