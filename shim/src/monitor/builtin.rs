@@ -19,11 +19,10 @@ pub struct BuiltinRuntime {
     /// the idle shim does not keep it in memory.
     spec: Option<Spec>,
     builtin_init: bool,
-    created: Option<PendingStart>,
+    /// The created container, until Start lets its init exec.
+    created: Option<container::CreatedContainer>,
     cgroup_made: bool,
 }
-
-type PendingStart = ContainerHandle;
 
 impl BuiltinRuntime {
     pub fn new(
@@ -67,15 +66,27 @@ impl ContainerRuntime for BuiltinRuntime {
         }
         let cgroup = &self.cgroup;
         let mut place = |pid: Pid| cgroup.add_task(pid).map_err(|e| e.to_string());
-        let handle = container_create(&spec, &self.bundle, stdio, &mut place, self.builtin_init)?;
-        let pid = handle.pid();
-        self.created = Some(handle);
+        let mode = if self.builtin_init {
+            InitMode::Builtin(builtin_init_main)
+        } else {
+            InitMode::Exec
+        };
+        let created = container::create(
+            &spec,
+            &self.bundle,
+            container_stdio(stdio),
+            &mut place,
+            mode,
+        )
+        .map_err(|e| e.to_string())?;
+        let pid = created.pid();
+        self.created = Some(created);
         Ok(pid)
     }
 
     fn start(&mut self) -> Result<(), String> {
-        let handle = self.created.take().ok_or("container was already started")?;
-        handle.start()
+        let created = self.created.take().ok_or("container was already started")?;
+        created.start().map_err(|e| e.to_string())
     }
 
     fn signal(&mut self, init: Pid, signal: Signal, all: bool) -> Result<(), String> {
@@ -104,12 +115,16 @@ impl ContainerRuntime for BuiltinRuntime {
                 .unwrap_or(&[]),
             command.env,
         );
-        let command = ExecCommand {
-            args: command.args,
-            env: &env,
-            cwd: command.cwd,
-        };
-        let pid = container_exec(init, &spec, &command, stdio, &mut place)?;
+        let pid = container::exec_in(
+            init,
+            &spec,
+            command.args,
+            &env,
+            command.cwd,
+            container_stdio(stdio),
+            &mut place,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(ExecChild {
             waited: pid,
             also_kill: None,
@@ -160,6 +175,20 @@ fn merged_env(base: &[String], overrides: &[String]) -> Vec<String> {
     env
 }
 
+/// The monitor's pipes as the container's stdio.
+fn container_stdio(stdio: StdioFds) -> container::Stdio {
+    container::Stdio {
+        stdin: Some(stdio.stdin),
+        stdout: stdio.stdout,
+        stderr: stdio.stderr,
+    }
+}
+
+/// The init of a `--builtin-init` container (a pod's pid holder).
+fn builtin_init_main() -> ! {
+    super::init::builtin_init()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -176,72 +205,4 @@ mod tests {
         );
         assert_eq!(super::merged_env(&base, &[]), base);
     }
-}
-
-// ---- the calls into crate::container (the CONTAINER engineer's module) ----
-
-/// The created container until Start releases it.
-pub struct ContainerHandle(container::CreatedContainer);
-
-impl ContainerHandle {
-    fn pid(&self) -> Pid {
-        self.0.pid()
-    }
-    fn start(self) -> Result<(), String> {
-        self.0.start().map_err(|e| e.to_string())
-    }
-}
-
-fn to_container_stdio(stdio: StdioFds) -> container::Stdio {
-    container::Stdio {
-        stdin: Some(stdio.stdin),
-        stdout: stdio.stdout,
-        stderr: stdio.stderr,
-    }
-}
-
-fn container_create(
-    spec: &Spec,
-    bundle: &Path,
-    stdio: StdioFds,
-    place_in_cgroup: &mut dyn FnMut(Pid) -> Result<(), String>,
-    builtin_init: bool,
-) -> Result<ContainerHandle, String> {
-    let mode = if builtin_init {
-        InitMode::Builtin(builtin_init_main)
-    } else {
-        InitMode::Exec
-    };
-    container::create(
-        spec,
-        bundle,
-        to_container_stdio(stdio),
-        place_in_cgroup,
-        mode,
-    )
-    .map(ContainerHandle)
-    .map_err(|e| e.to_string())
-}
-
-fn builtin_init_main() -> ! {
-    super::init::builtin_init()
-}
-
-fn container_exec(
-    init: Pid,
-    spec: &Spec,
-    command: &ExecCommand<'_>,
-    stdio: StdioFds,
-    place_in_cgroup: &mut dyn FnMut(Pid) -> Result<(), String>,
-) -> Result<Pid, String> {
-    container::exec_in(
-        init,
-        spec,
-        command.args,
-        command.env,
-        command.cwd,
-        to_container_stdio(stdio),
-        place_in_cgroup,
-    )
-    .map_err(|e| e.to_string())
 }
