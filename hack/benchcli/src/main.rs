@@ -9,12 +9,15 @@
 //! - `pods`: pod start/teardown latency, ExecSync latency, shim and daemon memory with many
 //!   pods running; prints one JSON line.
 //! - `pods-report`: reads those JSON lines and prints the side-by-side table with targets.
+//! - `network`: CNI setup + teardown per pod, berth's in-process plugins vs the reference
+//!   plugins exec'd with the same conflist, in a private network namespace; prints the table.
 
 mod cri;
 mod cri_runtime;
 mod daemon_stats;
 mod gc_wait;
 mod manifest;
+mod network;
 mod pod_records;
 mod pod_report;
 mod pods;
@@ -145,6 +148,31 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         running_timeout_secs: u64,
     },
+    /// CNI ADD + DEL per pod: berth's built-in plugins in-process vs the reference plugins
+    /// exec'd, same conflist, inside private network and mount namespaces (needs root).
+    Network {
+        /// Pods measured per plugin set.
+        #[arg(long, default_value_t = 30)]
+        pods: usize,
+        /// Bin dir of the reference plugins.
+        #[arg(long, default_value = "/usr/lib/cni")]
+        reference_bin_dir: PathBuf,
+        /// Existing scratch dir (conflists, IPAM data, caches, namespace pins).
+        #[arg(long)]
+        work_dir: PathBuf,
+        /// hostPorts per pod.
+        #[arg(long, default_value_t = 1)]
+        host_ports: usize,
+        /// Dual-stack pods (an IPv6 range too).
+        #[arg(long)]
+        ipv6: bool,
+        /// Target ratio built-in/reference of the median setup + teardown time.
+        #[arg(long, default_value_t = 0.25)]
+        target: f64,
+        /// Exit with status 3 when the target is missed.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Read `pods` JSON lines on stdin and print the side-by-side table.
     PodsReport {
         #[arg(long, default_value = "containerd")]
@@ -159,6 +187,13 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // RUST_LOG=berth_cni=debug shows every CNI plugin call's time (network mode).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match cli.command {
         Command::Pull {
             endpoint,
@@ -238,6 +273,15 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(pods::run(options))
+        }
+        Command::Network { pods, reference_bin_dir, work_dir, host_ports, ipv6, target, strict } => {
+            // Synchronous and single-threaded on purpose: it unshares namespaces first.
+            let options = network::NetworkBenchOptions { pods, reference_bin_dir, work_dir, host_ports, ipv6, target };
+            let met = network::run(options)?;
+            if strict && !met {
+                std::process::exit(3);
+            }
+            Ok(())
         }
         Command::PodsReport { baseline, candidate, strict } => {
             let met = pod_report::run(std::io::stdin().lock(), &baseline, &candidate)?;
