@@ -3,11 +3,22 @@
 //! (which costs more than the kernel work itself for our small transactions).
 //!
 //! Loaded lazily once; when the library is missing, [`Lib::get`] is `None` and callers
-//! exec the `nft` tool instead (`BERTH_NFT_EXEC=1` forces that). Each command gets a
-//! fresh context (whose netlink socket is opened in the calling thread's namespace), and
-//! commands are serialised: libnftables keeps some global state.
+//! exec the `nft` tool instead (`BERTH_NFT_EXEC=1` forces that). Commands are serialised:
+//! libnftables keeps some global state.
+//!
+//! One context is kept open between commands, for the network namespace of the thread that
+//! ran the last one (its netlink socket belongs to the namespace it was opened in). Why:
+//! closing an nftables netlink socket makes the kernel wait, under the nftables commit
+//! lock, for an RCU grace period when the transaction before it deleted or replaced
+//! anything (the freeing of deleted rules is flushed at socket release); that was 8-15 ms
+//! per command on a busy 2-core node, more than the commands themselves. With the socket
+//! kept, the kernel frees deleted rules in the background. A command from another
+//! namespace closes the kept context first (tests run plugins in namespaces of their own;
+//! berthd always runs them in the host's). The kept context pins its namespace, so at most
+//! one otherwise dead namespace stays alive, until the next command.
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Mutex, OnceLock};
 
 type CtxNew = unsafe extern "C" fn(u32) -> *mut c_void;
@@ -29,10 +40,19 @@ pub struct Lib {
     get_error: CtxStr,
     set_output_flags: SetFlags,
     run_cmd: RunCmd,
-    lock: Mutex<()>,
+    /// The kept context; the mutex also serialises every command.
+    kept: Mutex<Option<KeptCtx>>,
 }
 
-// SAFETY: the function pointers are plain C functions; calls are serialised by `lock`.
+/// An open context and the network namespace (device, inode of its nsfs file) it was
+/// opened in.
+struct KeptCtx {
+    ctx: *mut c_void,
+    netns: (u64, u64),
+}
+
+// SAFETY: the function pointers are plain C functions; the context pointer is only used
+// with `kept` locked, so calls are serialised.
 unsafe impl Send for Lib {}
 unsafe impl Sync for Lib {}
 
@@ -80,8 +100,43 @@ impl Lib {
                 c"nft_ctx_output_set_flags",
             )?),
             run_cmd: std::mem::transmute::<*mut c_void, RunCmd>(sym(c"nft_run_cmd_from_buffer")?),
-            lock: Mutex::new(()),
+            kept: Mutex::new(None),
         })
+    }
+
+    /// The calling thread's network namespace.
+    fn thread_netns() -> Option<(u64, u64)> {
+        let meta = std::fs::metadata("/proc/thread-self/ns/net").ok()?;
+        Some((meta.dev(), meta.ino()))
+    }
+
+    /// A context for the calling thread's namespace: the kept one, or a new one (the kept
+    /// one of another namespace is freed first).
+    ///
+    /// SAFETY: the caller holds `kept` locked.
+    unsafe fn ctx_for_thread(&self, kept: &mut Option<KeptCtx>) -> Option<*mut c_void> {
+        let netns = Self::thread_netns();
+        if let (Some(k), Some(ns)) = (kept.as_ref(), netns) {
+            if k.netns == ns {
+                return Some(k.ctx);
+            }
+        }
+        if let Some(old) = kept.take() {
+            (self.ctx_free)(old.ctx);
+        }
+        let ctx = (self.ctx_new)(NFT_CTX_DEFAULT);
+        if ctx.is_null() {
+            return None;
+        }
+        (self.buffer_output)(ctx);
+        (self.buffer_error)(ctx);
+        // libnftables opens its socket without O_CLOEXEC: a kept one would be inherited by
+        // every process berthd starts (shims, exec'd plugins).
+        set_cloexec_on_nfnetlink_sockets();
+        if let Some(ns) = netns {
+            *kept = Some(KeptCtx { ctx, netns: ns });
+        }
+        Some(ctx)
     }
 
     /// Runs `commands` (nft syntax, one transaction); returns (ok, output, error text).
@@ -89,22 +144,18 @@ impl Lib {
         let Ok(text) = CString::new(commands) else {
             return (false, String::new(), "command contains a NUL byte".into());
         };
-        let _guard = self
-            .lock
+        let mut kept = self
+            .kept
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // SAFETY: a context is created, used and freed here only; the buffers it returns
-        // are copied before it is freed.
+        // SAFETY: the context is used with `kept` locked only; the buffers it returns are
+        // copied before the next command. A context that could not be kept (namespace
+        // unknown) is freed here.
         unsafe {
-            let ctx = (self.ctx_new)(NFT_CTX_DEFAULT);
-            if ctx.is_null() {
+            let Some(ctx) = self.ctx_for_thread(&mut kept) else {
                 return (false, String::new(), "nft_ctx_new failed".into());
-            }
-            (self.buffer_output)(ctx);
-            (self.buffer_error)(ctx);
-            if json {
-                (self.set_output_flags)(ctx, NFT_CTX_OUTPUT_JSON);
-            }
+            };
+            (self.set_output_flags)(ctx, if json { NFT_CTX_OUTPUT_JSON } else { 0 });
             let rc = (self.run_cmd)(ctx, text.as_ptr());
             let copy = |p: *const c_char| {
                 if p.is_null() {
@@ -113,10 +164,47 @@ impl Lib {
                     CStr::from_ptr(p).to_string_lossy().into_owned()
                 }
             };
+            // Both buffers are read (which also empties them) after every command.
             let out = copy((self.get_output)(ctx));
             let err = copy((self.get_error)(ctx));
-            (self.ctx_free)(ctx);
+            if kept.as_ref().is_none_or(|k| k.ctx != ctx) {
+                (self.ctx_free)(ctx);
+            }
             (rc == 0, out, err)
+        }
+    }
+}
+
+/// Sets FD_CLOEXEC on every nfnetlink socket of this process that lacks it (only those:
+/// other descriptors are left as their owners made them).
+fn set_cloexec_on_nfnetlink_sockets() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<c_int>().ok()) else {
+            continue;
+        };
+        let sockopt = |opt: c_int| -> Option<c_int> {
+            let mut value: c_int = 0;
+            let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt with a valid out pointer and length; a non-socket fails.
+            let rc = unsafe {
+                libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut value as *mut c_int).cast(), &mut len)
+            };
+            (rc == 0).then_some(value)
+        };
+        if sockopt(libc::SO_DOMAIN) != Some(libc::AF_NETLINK)
+            || sockopt(libc::SO_PROTOCOL) != Some(libc::NETLINK_NETFILTER)
+        {
+            continue;
+        }
+        // SAFETY: fcntl on a descriptor number; a closed one just fails.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
         }
     }
 }
