@@ -182,7 +182,11 @@ fn set_cloexec_on_nfnetlink_sockets() {
         return;
     };
     for entry in dir.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<c_int>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<c_int>().ok())
+        else {
             continue;
         };
         let sockopt = |opt: c_int| -> Option<c_int> {
@@ -190,7 +194,13 @@ fn set_cloexec_on_nfnetlink_sockets() {
             let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
             // SAFETY: getsockopt with a valid out pointer and length; a non-socket fails.
             let rc = unsafe {
-                libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut value as *mut c_int).cast(), &mut len)
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&mut value as *mut c_int).cast(),
+                    &mut len,
+                )
             };
             (rc == 0).then_some(value)
         };
