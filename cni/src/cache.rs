@@ -3,6 +3,13 @@
 //! else: the conflist as it was at ADD, the CNI_ARGS, the runtime config and the result
 //! (the `prevResult` of DEL). An entry is written *before* ADD runs (without a result), so
 //! a crash in the middle of ADD still leaves something to DEL.
+//!
+//! Durability: the pre-ADD entry is the one that must survive a power cut (it is what
+//! makes DEL happen after a restart), so it is written durably (temp file, fsync, rename).
+//! The ADD result goes next to it into `<entry>.result`, atomically (temp file, rename)
+//! but without fsync: a crash keeps it (page cache); a power cut may lose it, which costs
+//! nothing but DEL's `prevResult` (every plugin's DEL works without one: it names things
+//! by container id and ifname). Losing it can never hide or corrupt the entry itself.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,6 +79,11 @@ impl ResultsCache {
         self.dir.join(format!("{}-{}-{}.json", key_part(network), key_part(container_id), key_part(ifname)))
     }
 
+    /// Where an entry's ADD result is kept (see the module doc).
+    fn result_path(entry_path: &Path) -> PathBuf {
+        entry_path.with_extension("json.result")
+    }
+
     /// Writes an entry atomically and durably (temp file, fsync, rename): a DEL after a
     /// power cut must find either the old or the new entry.
     pub fn put(&self, entry: &CacheEntry) -> Result<(), CacheError> {
@@ -83,6 +95,21 @@ impl ResultsCache {
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
         file.write_all(&bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        // The entry now says all there is: a result file of an earlier attachment with the
+        // same key must not be merged into it.
+        remove_if_present(&Self::result_path(&path)).map_err(io)?;
+        Ok(())
+    }
+
+    /// Records the ADD result of an entry [`put`](Self::put) before: atomically, not
+    /// durably (see the module doc for why that is enough).
+    pub fn put_result(&self, network: &str, container_id: &str, ifname: &str, result: &Value) -> Result<(), CacheError> {
+        let path = Self::result_path(&self.path(network, container_id, ifname));
+        let io = |source| CacheError::Io { path: path.clone(), source };
+        let bytes = serde_json::to_vec(result).map_err(|source| CacheError::Json { path: path.clone(), source })?;
+        let tmp = path.with_extension("result.tmp");
+        std::fs::write(&tmp, &bytes).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
         Ok(())
     }
@@ -97,23 +124,54 @@ impl ResultsCache {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(CacheError::Io { path: path.to_path_buf(), source }),
         };
-        let entry: CacheEntry = serde_json::from_slice(&bytes).map_err(|source| CacheError::Json { path: path.to_path_buf(), source })?;
-        Ok((entry.kind == KIND).then_some(entry))
+        let mut entry: CacheEntry = serde_json::from_slice(&bytes).map_err(|source| CacheError::Json { path: path.to_path_buf(), source })?;
+        if entry.kind != KIND {
+            return Ok(None);
+        }
+        if entry.result.is_none() {
+            entry.result = Self::read_result(&Self::result_path(path));
+        }
+        Ok(Some(entry))
     }
 
-    /// Removes an entry; a missing one is fine.
+    /// A result file's content; a missing or unreadable one is no result (DEL then runs
+    /// without `prevResult`).
+    fn read_result(path: &Path) -> Option<Value> {
+        let bytes = std::fs::read(path).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Some(value),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "unreadable CNI cache result; DEL will run without prevResult");
+                None
+            }
+        }
+    }
+
+    /// Removes an entry; a missing one is fine. The result goes first: a crash in between
+    /// leaves the entry (DEL again, harmless), never an orphaned result.
     pub fn remove(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), CacheError> {
         let path = self.path(network, container_id, ifname);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(CacheError::Io { path, source }),
-        }
+        let result_path = Self::result_path(&path);
+        remove_if_present(&result_path).map_err(|source| CacheError::Io { path: result_path, source })?;
+        remove_if_present(&path).map_err(|source| CacheError::Io { path, source })
+    }
+
+    /// The entries of one container (any network, any ifname).
+    pub fn list_container(&self, container_id: &str) -> Result<Vec<CacheEntry>, CacheError> {
+        // File names hold the key parts: only files that can be the container's are read.
+        let infix = format!("-{}-", key_part(container_id));
+        let mut entries = self.list_matching(|name| name.contains(&infix))?;
+        entries.retain(|e| e.container_id == container_id);
+        Ok(entries)
     }
 
     /// Every readable entry (unreadable files are logged and skipped: one corrupt file must
     /// not stop the reconcile of all others).
     pub fn list(&self) -> Result<Vec<CacheEntry>, CacheError> {
+        self.list_matching(|_| true)
+    }
+
+    fn list_matching(&self, name_matches: impl Fn(&str) -> bool) -> Result<Vec<CacheEntry>, CacheError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -122,7 +180,7 @@ impl ResultsCache {
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            if path.extension().and_then(|e| e.to_str()) != Some("json") || !path.file_name().and_then(|n| n.to_str()).is_some_and(&name_matches) {
                 continue;
             }
             match Self::read(&path) {
@@ -133,6 +191,13 @@ impl ResultsCache {
         }
         out.sort_by(|a, b| a.container_id.cmp(&b.container_id));
         Ok(out)
+    }
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
     }
 }
 
@@ -175,8 +240,35 @@ mod tests {
         let listed = cache.list().unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].container_id, "c0/../x");
+        assert_eq!(cache.list_container("c1").unwrap(), vec![entry.clone()]);
+        assert_eq!(cache.list_container("c0/../x").unwrap().len(), 1);
+        assert!(cache.list_container("c").unwrap().is_empty());
         cache.remove("net", "c1", "eth0").unwrap();
         cache.remove("net", "c1", "eth0").unwrap();
         assert_eq!(cache.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn result_file_is_merged_and_replaced_by_a_new_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ResultsCache::new(dir.path());
+        let entry = CacheEntry::new("net", "c1", "eth0", Path::new("/run/x"), &[], &CapabilityArgs::default(), serde_json::json!({}));
+        cache.put(&entry).unwrap();
+        assert_eq!(cache.get("net", "c1", "eth0").unwrap().unwrap().result, None);
+        let result = serde_json::json!({"cniVersion": "1.0.0", "ips": []});
+        cache.put_result("net", "c1", "eth0", &result).unwrap();
+        assert_eq!(cache.get("net", "c1", "eth0").unwrap().unwrap().result, Some(result.clone()));
+        // The result file is no entry of its own.
+        assert_eq!(cache.list().unwrap().len(), 1);
+        // A torn result (power cut) still leaves the entry, without a result.
+        std::fs::write(dir.path().join("net-c1-eth0.json.result"), "{\"cniVer").unwrap();
+        assert_eq!(cache.list().unwrap()[0].result, None);
+        // A new ADD of the same key does not inherit an old result.
+        cache.put_result("net", "c1", "eth0", &result).unwrap();
+        cache.put(&entry).unwrap();
+        assert_eq!(cache.get("net", "c1", "eth0").unwrap().unwrap().result, None);
+        cache.put_result("net", "c1", "eth0", &result).unwrap();
+        cache.remove("net", "c1", "eth0").unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -196,7 +196,7 @@ impl CniClient {
         if !is_netns(&attachment.netns) {
             return Err(CniError::NetnsMissing(attachment.netns.clone()));
         }
-        let mut entry = CacheEntry::new(
+        let entry = CacheEntry::new(
             &list.name,
             &attachment.container_id,
             &attachment.ifname,
@@ -230,8 +230,9 @@ impl CniClient {
             }
         }
         let result = result.unwrap_or_else(|| CniResult { cni_version: list.cni_version.clone(), ..Default::default() });
-        entry.result = Some(result.to_version(&list.cni_version));
-        self.cache.put(&entry)?;
+        // The durable pre-ADD entry already makes DEL possible; the result only adds
+        // prevResult (see crate::cache).
+        self.cache.put_result(&list.name, &attachment.container_id, &attachment.ifname, &result.to_version(&list.cni_version))?;
         Ok(result)
     }
 
@@ -266,7 +267,7 @@ impl CniClient {
     /// is passed as empty CNI_NETNS, which plugins take as "already gone". Nothing cached:
     /// nothing to do.
     pub fn del_container(&self, container_id: &str) -> Result<usize, CniError> {
-        let entries: Vec<CacheEntry> = self.cache.list()?.into_iter().filter(|e| e.container_id == container_id).collect();
+        let entries = self.cache.list_container(container_id)?;
         let mut first_error = None;
         for entry in &entries {
             if let Err(err) = self.del_entry(entry) {
