@@ -375,12 +375,21 @@ mod tests {
     #[test]
     fn a_live_shim_without_exit_is_still_running() {
         let dir = tempfile::tempdir().unwrap();
-        // A process whose command line names this state dir stands in for the shim.
+        // A process whose command line names this state dir stands in for the shim. (Not a
+        // lone `sleep 30`: sh would exec it, and the command line would lose the dir.)
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30", "sh", "--state-dir"])
+            .args(["-c", "sleep 30; exit 0", "sh", "--state-dir"])
             .arg(dir.path())
             .spawn()
             .unwrap();
+        // Until sh has exec'd, the child's command line is still this test binary's.
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !std::fs::read(&cmdline).unwrap_or_default().windows(11).any(|w| w == b"--state-dir")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         std::fs::write(dir.path().join(SHIM_PID_FILE), child.id().to_string()).unwrap();
         let running = observe_end(&record(dir.path(), ContainerState::Running));
         let _ = child.kill();
