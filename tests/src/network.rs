@@ -72,7 +72,12 @@ impl TestNetwork {
             bridge: format!("btbr{id}"),
             subnet: format!("10.{x}.{y}.0/24"),
             gateway: format!("10.{x}.{y}.1"),
-            subnet_v6: dual_stack.then(|| format!("fd42:b7:{}:{}::/64", &id[..4], &id[4..])),
+            // Groups without leading zeros: the form addresses are printed in, so that a
+            // string prefix check of a pod's address against the subnet holds.
+            subnet_v6: dual_stack.then(|| {
+                let group = |hex: &str| u16::from_str_radix(hex, 16).unwrap_or(0);
+                format!("fd42:b7:{:x}:{:x}::/64", group(&id[..4]), group(&id[4..]))
+            }),
             portmap_table: format!("btpm{id}"),
         };
         std::fs::create_dir_all(network.conf_dir()).expect("create conf dir");
