@@ -1,10 +1,14 @@
 //! `berth-shim create`: the detach dance and the daemon's setup.
 //!
-//! The foreground process forks; the child calls setsid and forks the daemon, then exits.
-//! The foreground waits on a "ready" pipe until the daemon writes `ok` (the container is
-//! created, `pid`, `shim.pid` and `control.sock` exist) or an error message (nothing is left),
-//! and exits 0 or 1 accordingly. The daemon lives on detached: own session, stdio on
-//! /dev/null, child subreaper, parent of the container's init.
+//! The foreground process forks the daemon, which calls setsid. The foreground waits on a
+//! "ready" pipe until the daemon writes `ok` (the container is created, `pid`, `shim.pid` and
+//! `control.sock` exist) or an error message (nothing is left), and exits 0 or 1 accordingly;
+//! its exit hands the daemon to init (or the nearest subreaper). The daemon lives on
+//! detached: own session, stdio on /dev/null, child subreaper, parent of the container's init.
+//!
+//! One fork, not the classic two: the second fork only keeps a daemon from acquiring a
+//! controlling terminal, and the shim never opens a terminal; each fork and hand-off costs
+//! milliseconds of CreateContainer on a loaded node.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -59,21 +63,18 @@ pub fn run_create(args: CreateArgs) -> i32 {
         }
         Ok(ForkResult::Parent { child }) => {
             drop(ready_write);
-            let _ = waitpid(child, None);
-            wait_ready(ready_read)
+            let code = wait_ready(ready_read);
+            if code != 0 {
+                // The daemon exits right after reporting a failure: reap it here, so a
+                // caller that outlives us never sees it. A live daemon is left alone.
+                let _ = waitpid(child, None);
+            }
+            code
         }
         Ok(ForkResult::Child) => {
             drop(ready_read);
             let _ = setsid();
-            // SAFETY: still single-threaded.
-            match unsafe { fork() } {
-                Ok(ForkResult::Child) => daemon(prepared, ready_write),
-                Ok(ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
-                Err(e) => {
-                    report(&ready_write, &format!("fork: {e}"));
-                    unsafe { libc::_exit(1) }
-                }
-            }
+            daemon(prepared, ready_write)
         }
     }
 }
