@@ -17,6 +17,7 @@ use super::rootfs::{self, RootfsPlan};
 use super::seccomp::{self, SeccompProgram};
 use super::sync::{recv_msg, send_msg, Msg};
 use super::syscall::Syscall;
+use super::terminal;
 use super::user::{self, UserPlan};
 use super::InitMode;
 
@@ -44,6 +45,9 @@ pub struct InitPlan {
     pub domainname: Option<String>,
     pub sysctls: Vec<(String, String)>,
     pub mode: InitMode,
+    /// `process.terminal`: the standard streams are a terminal's slave, which becomes the
+    /// controlling terminal of a new session.
+    pub terminal: bool,
 }
 
 /// Waits for `want` from the caller (Go: it placed us in the cgroup; Start: run the
@@ -88,6 +92,13 @@ pub fn container_init(
     sock: &OwnedFd,
 ) -> ! {
     wait_for_or_exit(sock, Msg::Go);
+    // First, while nothing else has changed: a wrong stdio is the caller's bug, and
+    // TIOCSCTTY needs no privilege that a later step (user switch, capabilities) drops.
+    if plan.terminal {
+        if let Err(e) = terminal::become_session_leader() {
+            fail(sock, e);
+        }
+    }
     if let Err(e) = setup_init(sys, plan, opened) {
         fail(sock, e);
     }

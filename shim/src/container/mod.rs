@@ -14,7 +14,9 @@
 //!
 //! Modules: [`namespaces`], [`rootfs`], [`mounts`], [`devices`], [`capabilities`],
 //! [`user`], [`seccomp`], [`process`], [`init`] (the child side), [`syscall`] (the seam that
-//! lets the step logic be unit-tested without root).
+//! lets the step logic be unit-tested without root), [`terminal`] (`process.terminal`: the
+//! caller allocates a pty with [`terminal::open_pty`] and passes its slave as all three
+//! [`Stdio`] streams; the init makes it its controlling terminal).
 
 pub mod capabilities;
 pub mod devices;
@@ -28,6 +30,7 @@ pub mod seccomp;
 mod sync;
 pub mod syscall;
 mod syscall_table;
+pub mod terminal;
 pub mod user;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -419,12 +422,8 @@ fn process_plan(spec: &Spec, command: Command) -> Result<ProcessPlan, ContainerE
         .process()
         .as_ref()
         .ok_or_else(|| ContainerError::InvalidSpec("no process in the spec".into()))?;
-    if process.terminal() == Some(true) {
-        // Not supported yet: the process gets the caller's streams instead of a terminal.
-        tracing::warn!(
-            "process.terminal is not supported by the built-in runtime; running without a terminal"
-        );
-    }
+    // process.terminal concerns the init only (see `init_plan`): an exec'd process gets
+    // the streams its caller passes (CRI's ExecSync has no terminal).
     let user = process.user();
     let last_cap = capabilities::last_cap();
     let caps: Option<CapSets> = process
@@ -570,5 +569,7 @@ pub fn init_plan(spec: &Spec, bundle: &Path, mode: InitMode) -> Result<InitPlan,
         domainname: spec.domainname().clone(),
         sysctls,
         mode,
+        // The caller passes the terminal's slave as the streams (see `terminal`).
+        terminal: matches!(mode, InitMode::Exec) && spec_process.terminal() == Some(true),
     })
 }

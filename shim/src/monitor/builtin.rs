@@ -8,9 +8,9 @@ use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
 use super::diag::log_warn;
-use super::runtime::{ContainerRuntime, ExecChild, ExecCommand, StdioFds};
+use super::runtime::{ContainerIo, ContainerRuntime, Created, ExecChild, ExecCommand, StdioFds};
 use crate::cgroups::{self, CgroupManager};
-use crate::container::{self, InitMode};
+use crate::container::{self, terminal, InitMode};
 
 pub struct BuiltinRuntime {
     bundle: PathBuf,
@@ -49,8 +49,17 @@ pub fn cgroup_manager(cgroups_path: &str) -> Option<Box<dyn CgroupManager>> {
 }
 
 impl ContainerRuntime for BuiltinRuntime {
-    fn create(&mut self, stdio: StdioFds) -> Result<Pid, String> {
+    fn create(&mut self, io: ContainerIo) -> Result<Created, String> {
         let spec = self.spec.take().ok_or("container already created")?;
+        // The pty is the host's (see container::terminal); the shim keeps only the master,
+        // the slave goes to the init and is closed here once the init has it.
+        let (stdio, terminal_master) = match io {
+            ContainerIo::Pipes(stdio) => (container_stdio(stdio), None),
+            ContainerIo::Terminal(size) => {
+                let pty = terminal::open_pty(size).map_err(|e| e.to_string())?;
+                (terminal_stdio(pty.slave)?, Some(pty.master))
+            }
+        };
         self.cgroup
             .create()
             .map_err(|e| format!("creating cgroup {}: {e}", self.cgroup.path()))?;
@@ -71,17 +80,14 @@ impl ContainerRuntime for BuiltinRuntime {
         } else {
             InitMode::Exec
         };
-        let created = container::create(
-            &spec,
-            &self.bundle,
-            container_stdio(stdio),
-            &mut place,
-            mode,
-        )
-        .map_err(|e| e.to_string())?;
-        let pid = created.pid();
+        let created = container::create(&spec, &self.bundle, stdio, &mut place, mode)
+            .map_err(|e| e.to_string())?;
+        let init = created.pid();
         self.created = Some(created);
-        Ok(pid)
+        Ok(Created {
+            init,
+            terminal_master,
+        })
     }
 
     fn start(&mut self) -> Result<(), String> {
@@ -182,6 +188,19 @@ fn container_stdio(stdio: StdioFds) -> container::Stdio {
         stdout: stdio.stdout,
         stderr: stdio.stderr,
     }
+}
+
+/// A terminal's slave as all three standard streams.
+fn terminal_stdio(slave: std::os::fd::OwnedFd) -> Result<container::Stdio, String> {
+    let copy = |fd: &std::os::fd::OwnedFd| {
+        fd.try_clone()
+            .map_err(|e| format!("duplicating the terminal: {e}"))
+    };
+    Ok(container::Stdio {
+        stdin: Some(copy(&slave)?),
+        stdout: copy(&slave)?,
+        stderr: slave,
+    })
 }
 
 /// The init of a `--builtin-init` container (a pod's pid holder).

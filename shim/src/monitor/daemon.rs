@@ -7,8 +7,8 @@
 //! detached: own session, stdio on /dev/null, child subreaper, parent of the container's init.
 //!
 //! One fork, not the classic two: the second fork only keeps a daemon from acquiring a
-//! controlling terminal, and the shim never opens a terminal; each fork and hand-off costs
-//! milliseconds of CreateContainer on a loaded node.
+//! controlling terminal, and the shim opens terminals (a tty container's pty) only with
+//! O_NOCTTY; each fork and hand-off costs milliseconds of CreateContainer on a loaded node.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -29,7 +29,7 @@ use super::cri_log::CriLog;
 use super::diag::{self, log_info};
 use super::event_loop::Monitor;
 use super::external::ExternalRuntime;
-use super::runtime::{ContainerRuntime, StdioFds};
+use super::runtime::{ContainerIo, ContainerRuntime, Created, StdioFds, WindowSize};
 use crate::protocol::{CONTROL_SOCKET, EXIT_FILE, INIT_PID_FILE, SHIM_PID_FILE};
 
 /// What the foreground checks before forking: errors here are reported directly.
@@ -223,18 +223,18 @@ fn setup(prepared: Prepared) -> Result<Monitor, String> {
             args.log_path.as_deref().unwrap_or(Path::new("")).display()
         )
     })?;
-    let (stdout_read, stdout_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (stderr_read, stderr_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    for fd in [&stdout_read, &stderr_read] {
-        set_nonblocking(fd)?;
-    }
-    let stdin = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-    let stdio = StdioFds {
-        stdin: stdin.into(),
-        stdout: stdout_write,
-        stderr: stderr_write,
+    // process.terminal: one terminal instead of the pipes; the runtime makes it.
+    let terminal = spec
+        .process()
+        .as_ref()
+        .filter(|process| process.terminal() == Some(true) && !args.builtin_init)
+        .map(WindowSize::of_process);
+    let (io, pipes) = match terminal {
+        Some(size) => (ContainerIo::Terminal(size), None),
+        None => {
+            let (stdio, read_ends) = output_pipes()?;
+            (ContainerIo::Pipes(stdio), Some(read_ends))
+        }
     };
 
     let private_pid_namespace = spec
@@ -269,8 +269,11 @@ fn setup(prepared: Prepared) -> Result<Monitor, String> {
             args.builtin_init,
         )?),
     };
-    let init = match runtime.create(stdio) {
-        Ok(pid) => pid,
+    let (init, terminal_master) = match runtime.create(io) {
+        Ok(Created {
+            init,
+            terminal_master,
+        }) => (init, terminal_master),
         Err(message) => {
             runtime.destroy();
             return Err(message);
@@ -283,7 +286,16 @@ fn setup(prepared: Prepared) -> Result<Monitor, String> {
         runtime.destroy();
         message
     };
-    let finish_setup = || -> Result<(UnixListener, SignalFd), String> {
+    let finish_setup = || -> Result<(UnixListener, SignalFd, [Option<OwnedFd>; 2]), String> {
+        // A terminal's output is the container's stdout; it has no stderr.
+        let outputs = match (terminal_master, pipes) {
+            (Some(master), _) => {
+                set_nonblocking(&master)?;
+                [Some(master), None]
+            }
+            (None, Some([stdout_read, stderr_read])) => [Some(stdout_read), Some(stderr_read)],
+            (None, None) => return Err("the runtime made no terminal for the container".into()),
+        };
         write_atomically(&args.state_dir.join(INIT_PID_FILE), &init.to_string())?;
         write_atomically(
             &args.state_dir.join(SHIM_PID_FILE),
@@ -310,9 +322,9 @@ fn setup(prepared: Prepared) -> Result<Monitor, String> {
             .map_err(|e| format!("blocking signals: {e}"))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| format!("signalfd: {e}"))?;
-        Ok((listener, signals))
+        Ok((listener, signals, outputs))
     };
-    let (listener, signals) = match finish_setup() {
+    let (listener, signals, outputs) = match finish_setup() {
         Ok(parts) => parts,
         Err(message) => return Err(fail(&mut runtime, message)),
     };
@@ -322,10 +334,29 @@ fn setup(prepared: Prepared) -> Result<Monitor, String> {
         runtime,
         init,
         log,
-        [Some(stdout_read), Some(stderr_read)],
+        outputs,
         listener,
         signals,
     ))
+}
+
+/// The container's stdio as pipes: /dev/null, stdout and stderr write ends for the
+/// container, and the non-blocking read ends (stdout, stderr) for the monitor.
+fn output_pipes() -> Result<(StdioFds, [OwnedFd; 2]), String> {
+    let (stdout_read, stdout_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (stderr_read, stderr_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    for fd in [&stdout_read, &stderr_read] {
+        set_nonblocking(fd)?;
+    }
+    let stdin = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let stdio = StdioFds {
+        stdin: stdin.into(),
+        stdout: stdout_write,
+        stderr: stderr_write,
+    };
+    Ok((stdio, [stdout_read, stderr_read]))
 }
 
 fn set_sigpipe(handler: SigHandler) {

@@ -42,6 +42,7 @@ pub struct Monitor {
     pub init: Pid,
     pub log: CriLog,
     /// Read ends of the container's stdout and stderr pipes (non-blocking); None after EOF.
+    /// A terminal container has its terminal's master as stdout and no stderr.
     pub outputs: [Option<OwnedFd>; 2],
     pub listener: UnixListener,
     pub signals: SignalFd,
@@ -271,6 +272,15 @@ impl Monitor {
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                // A terminal's master reads EIO, not EOF, once every slave fd is closed
+                // (after the data still buffered has been read).
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                    if let Err(e) = self.log.finish(stream) {
+                        log_warn!("writing the container log: {e}");
+                    }
+                    self.outputs[index] = None;
+                    return false;
+                }
                 Err(e) => {
                     log_warn!("reading container output: {e}");
                     self.outputs[index] = None;

@@ -5,15 +5,25 @@
 //! `<state-dir>/runtime.log`, where its error messages are read from.
 
 use std::ffi::{OsStr, OsString};
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::diag::log_warn;
-use super::runtime::{ContainerRuntime, ExecChild, ExecCommand, StdioFds};
+use super::runtime::{ContainerIo, ContainerRuntime, Created, ExecChild, ExecCommand, StdioFds};
+use crate::container::terminal;
 use crate::protocol::INIT_PID_FILE;
+
+/// The socket in the state dir on which the runtime sends a terminal container's master
+/// (`--console-socket`); it exists only during `create`.
+const CONSOLE_SOCKET: &str = "console.sock";
 
 pub struct ExternalRuntime {
     binary: PathBuf,
@@ -104,42 +114,80 @@ impl ExternalRuntime {
 }
 
 impl ContainerRuntime for ExternalRuntime {
-    fn create(&mut self, stdio: StdioFds) -> Result<Pid, String> {
+    fn create(&mut self, io: ContainerIo) -> Result<Created, String> {
         let pid_file = self.state_dir.join(INIT_PID_FILE);
         let _ = std::fs::remove_file(&pid_file);
         let bundle = self.bundle.clone().into_os_string();
         let id = OsString::from(&self.id);
         let pid_file_arg = pid_file.clone().into_os_string();
-        let args: [&OsStr; 6] = [
+        let mut args: Vec<&OsStr> = vec![
             "create".as_ref(),
             "--bundle".as_ref(),
             &bundle,
             "--pid-file".as_ref(),
             &pid_file_arg,
-            &id,
         ];
-        // The runtime passes its own stdio on to the container: give it the container's pipes.
-        // Its own error output then lands in the container log too; the message we report
-        // comes from its JSON log file.
-        let status = self
-            .command(&args)
-            .stdin(Stdio::from(stdio.stdin))
-            .stdout(Stdio::from(stdio.stdout))
-            .stderr(Stdio::from(stdio.stderr))
-            .status()
-            .map_err(|e| format!("{}: {e}", self.binary.display()))?;
+        let console_path = self.state_dir.join(CONSOLE_SOCKET);
+        let console_arg = console_path.clone().into_os_string();
+        let (mut command, console) = match io {
+            ContainerIo::Pipes(stdio) => {
+                args.push(&id);
+                // The runtime passes its own stdio on to the container: give it the
+                // container's pipes. Its own error output then lands in the container log
+                // too; the message we report comes from its JSON log file.
+                let mut command = self.command(&args);
+                command
+                    .stdin(Stdio::from(stdio.stdin))
+                    .stdout(Stdio::from(stdio.stdout))
+                    .stderr(Stdio::from(stdio.stderr));
+                (command, None)
+            }
+            ContainerIo::Terminal(size) => {
+                // The runtime makes the terminal (inside the container's devpts) and sends
+                // us its master over this socket (SCM_RIGHTS) during `create`.
+                let _ = std::fs::remove_file(&console_path);
+                let listener = UnixListener::bind(&console_path)
+                    .map_err(|e| format!("console socket {}: {e}", console_path.display()))?;
+                args.extend(["--console-socket".as_ref(), console_arg.as_os_str(), &id]);
+                let mut command = self.command(&args);
+                // Its own stdio reaches nothing of the container's here; errors are in its
+                // JSON log.
+                command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                (command, Some((listener, size)))
+            }
+        };
+        let status = command.status();
+        if console.is_some() {
+            let _ = std::fs::remove_file(&console_path);
+        }
+        let status = status.map_err(|e| format!("{}: {e}", self.binary.display()))?;
         // Even a failed create may have left state behind.
         self.created = true;
         if !status.success() {
             return Err(self.failure(&args, b"", status));
         }
+        let terminal_master = match console {
+            Some((listener, size)) => {
+                let master = receive_terminal(&listener)
+                    .map_err(|e| format!("{} create: {e}", self.binary.display()))?;
+                terminal::set_window_size(&master, size).map_err(|e| e.to_string())?;
+                Some(master)
+            }
+            None => None,
+        };
         let text = std::fs::read_to_string(&pid_file)
             .map_err(|e| format!("{}: {e}", pid_file.display()))?;
         let pid: i32 = text
             .trim()
             .parse()
             .map_err(|_| format!("{}: not a pid: {text:?}", pid_file.display()))?;
-        Ok(Pid::from_raw(pid))
+        Ok(Created {
+            init: Pid::from_raw(pid),
+            terminal_master,
+        })
     }
 
     fn start(&mut self) -> Result<(), String> {
@@ -222,6 +270,48 @@ impl ContainerRuntime for ExternalRuntime {
         }
         let _ = std::fs::remove_dir_all(self.root());
     }
+}
+
+/// Take the terminal master the runtime sent on the console socket. By the time `create`
+/// returned the runtime has connected and sent it, so the connection waits in the backlog
+/// with the fd queued on it: no blocking accept is needed.
+fn receive_terminal(listener: &UnixListener) -> Result<OwnedFd, String> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("console socket: {e}"))?;
+    let (stream, _) = listener
+        .accept()
+        .map_err(|e| format!("the runtime sent no terminal on the console socket: {e}"))?;
+    // runc sends the terminal's name as the data and the fd as SCM_RIGHTS.
+    let mut name = [0u8; 4096];
+    let mut iov = [IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let message = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receiving the terminal from the runtime: {e}"))?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for cmsg in message
+        .cmsgs()
+        .map_err(|e| format!("receiving the terminal from the runtime: {e}"))?
+    {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            // SAFETY: SCM_RIGHTS installed these fds in this process; nobody else owns them.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    // Exactly one is expected; extra ones are closed with the Vec.
+    if fds.is_empty() {
+        return Err("the runtime sent no terminal fd on the console socket".into());
+    }
+    Ok(fds.swap_remove(0))
 }
 
 /// The `msg` of the last `"level":"error"` line of a runtime's JSON log.

@@ -6,11 +6,31 @@ use std::os::fd::OwnedFd;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+pub use crate::container::terminal::WindowSize;
+
 /// The container's standard streams as the monitor hands them over.
 pub struct StdioFds {
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+}
+
+/// How the container's init is connected to the monitor.
+pub enum ContainerIo {
+    /// Pipes the monitor reads (and /dev/null as stdin).
+    Pipes(StdioFds),
+    /// `process.terminal`: the runtime gives the init a terminal of this size as its stdin,
+    /// stdout, stderr and controlling terminal, and hands back the terminal's master, which
+    /// the monitor reads as the container's stdout (a terminal has one output stream).
+    Terminal(WindowSize),
+}
+
+/// A created container as the runtime hands it over.
+pub struct Created {
+    /// The init's pid (blocked before exec until `start`).
+    pub init: Pid,
+    /// The terminal's master for [`ContainerIo::Terminal`], None for pipes.
+    pub terminal_master: Option<OwnedFd>,
 }
 
 /// What to run for an Exec request.
@@ -30,8 +50,9 @@ pub struct ExecChild {
 }
 
 pub trait ContainerRuntime {
-    /// Create the container (init exists, blocked before exec) and return the init's pid.
-    fn create(&mut self, stdio: StdioFds) -> Result<Pid, String>;
+    /// Create the container (init exists, blocked before exec) with its standard streams
+    /// connected as `io` says.
+    fn create(&mut self, io: ContainerIo) -> Result<Created, String>;
     /// Release the init to exec the container's process; an exec failure is an error.
     fn start(&mut self) -> Result<(), String>;
     /// Signal the init (`all` = every process of the container).
