@@ -220,3 +220,23 @@ async fn list_filters() {
 fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
+
+/// `tty: true`: the container's streams are a terminal (the shim's pty), and what it writes
+/// lands in the CRI log as `stdout`, stderr included, as containerd logs tty containers.
+#[tokio::test]
+async fn tty_container_has_a_terminal_logged_as_stdout() {
+    let mut env = RuntimeEnv::start().await;
+    let pod = env.run_pod("tty").await;
+    let mut config =
+        env.container_config("tty", &["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo tty; echo on-stderr >&2"]);
+    config.tty = true;
+    let log = pod.log_file(&config);
+    let id = env.run_container_with(&pod, config).await;
+    let exited = env.wait_exited(&id).await;
+    assert_eq!(exited.exit_code, 0, "{exited:#?}");
+    let records = wait_for_log(&log, "on-stderr", secs(10)).await;
+    let texts: Vec<(&str, char, &str)> =
+        records.iter().map(|r| (r.stream.as_str(), r.tag, r.content.as_str())).collect();
+    assert_eq!(texts, [("stdout", 'F', "tty"), ("stdout", 'F', "on-stderr")], "{records:#?}");
+    env.finish().await;
+}
