@@ -21,7 +21,7 @@ use super::service::service;
 use super::watch::{exit_record, wait_exit, WAIT_SLICE};
 use crate::errors::RuntimeError;
 use crate::runtime::context::RuntimeContext;
-use crate::store::{ContainerRecord, ContainerState};
+use crate::store::{Commit, ContainerRecord, ContainerState};
 
 /// How long remove waits for a shim to exit after its container did (it removes the
 /// container's cgroup on its way out) before killing it.
@@ -82,12 +82,17 @@ pub fn shim_alive(shim_dir: &Path) -> bool {
 /// Persists `finished` for the container in `record` if the store still says it may
 /// run. The caller holds the container's lock.
 pub fn persist_end_locked(ctx: &RuntimeContext, id: &str, finished: &Finished) -> Result<Option<ContainerRecord>, RuntimeError> {
+    persist_end_locked_with(ctx, id, finished, Commit::Durable)
+}
+
+/// [`persist_end_locked`] with the store commit chosen by the caller.
+fn persist_end_locked_with(ctx: &RuntimeContext, id: &str, finished: &Finished, commit: Commit) -> Result<Option<ContainerRecord>, RuntimeError> {
     let Some(mut record) = ctx.store.container(id)? else {
         return Ok(None);
     };
     if may_run(record.state) {
         apply_finished(&mut record, finished);
-        ctx.store.put_container(&record)?;
+        ctx.store.put_container_with(&record, commit)?;
         tracing::info!(container = id, exit_code = record.exit_code, reason = %record.reason, "container exited");
     }
     Ok(Some(record))
@@ -167,21 +172,27 @@ async fn send_signal(record: &ContainerRecord, signal: i32, all: bool) {
 /// the exit is recorded. Already exited, or unknown (already removed): Ok, as the CRI
 /// contract and containerd have it ("must not return an error if already stopped").
 pub async fn stop_container(ctx: &RuntimeContext, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+    stop_container_with(ctx, id, timeout, Commit::Durable).await
+}
+
+/// [`stop_container`] whose exit record is committed as `commit` says (Deferred: the
+/// caller commits durably before it answers, e.g. StopPodSandbox).
+pub async fn stop_container_with(ctx: &RuntimeContext, id: &str, timeout: Duration, commit: Commit) -> Result<(), RuntimeError> {
     let _lock = service(ctx).lock(id).await;
     let Some(record) = ctx.store.container(id)? else {
         tracing::debug!(container = id, "StopContainer of an unknown container: nothing to stop");
         return Ok(());
     };
-    stop_locked(ctx, &record, timeout).await
+    stop_locked(ctx, &record, timeout, commit).await
 }
 
-async fn stop_locked(ctx: &RuntimeContext, record: &ContainerRecord, timeout: Duration) -> Result<(), RuntimeError> {
+async fn stop_locked(ctx: &RuntimeContext, record: &ContainerRecord, timeout: Duration, commit: Commit) -> Result<(), RuntimeError> {
     let id = record.id.as_str();
     if !may_run(record.state) {
         return Ok(());
     }
     if let Some(finished) = observe_end(record) {
-        persist_end_locked(ctx, id, &finished)?;
+        persist_end_locked_with(ctx, id, &finished, commit)?;
         tracing::debug!(container = id, "stop: the container had already exited");
         return Ok(());
     }
@@ -191,7 +202,7 @@ async fn stop_locked(ctx: &RuntimeContext, record: &ContainerRecord, timeout: Du
         send_signal(record, signal, false).await;
         match wait_exit(&record.shim_dir, timeout).await {
             Ok(Some(exit)) => {
-                persist_end_locked(ctx, id, &finished_from_exit(&exit))?;
+                persist_end_locked_with(ctx, id, &finished_from_exit(&exit), commit)?;
                 tracing::info!(container = id, signal, elapsed_ms = started.elapsed().as_millis() as u64, "container stopped");
                 return Ok(());
             }
@@ -199,13 +210,13 @@ async fn stop_locked(ctx: &RuntimeContext, record: &ContainerRecord, timeout: Du
             Err(e) => tracing::debug!(container = id, error = %e, "waiting after the stop signal"),
         }
     }
-    kill_and_wait(ctx, record).await?;
+    kill_and_wait(ctx, record, commit).await?;
     tracing::info!(container = id, elapsed_ms = started.elapsed().as_millis() as u64, "container killed");
     Ok(())
 }
 
 /// SIGKILL to every process of the container, then wait (stop_timeout_grace) for the exit.
-async fn kill_and_wait(ctx: &RuntimeContext, record: &ContainerRecord) -> Result<(), RuntimeError> {
+async fn kill_and_wait(ctx: &RuntimeContext, record: &ContainerRecord, commit: Commit) -> Result<(), RuntimeError> {
     let id = record.id.as_str();
     let mut steps = StepTimer::new("kill container", id);
     send_signal(record, libc::SIGKILL, true).await;
@@ -214,7 +225,7 @@ async fn kill_and_wait(ctx: &RuntimeContext, record: &ContainerRecord) -> Result
     match wait_exit(&record.shim_dir, grace).await {
         Ok(Some(exit)) => {
             steps.done("wait exit");
-            persist_end_locked(ctx, id, &finished_from_exit(&exit))?;
+            persist_end_locked_with(ctx, id, &finished_from_exit(&exit), commit)?;
             steps.done("record");
             Ok(())
         }
@@ -223,7 +234,7 @@ async fn kill_and_wait(ctx: &RuntimeContext, record: &ContainerRecord) -> Result
             grace.as_secs()
         ))),
         Err(ShimClientError::NotRunning) => {
-            persist_end_locked(ctx, id, &finished_unknown(now_ns(), &vanished_message(&record.shim_dir)))?;
+            persist_end_locked_with(ctx, id, &finished_unknown(now_ns(), &vanished_message(&record.shim_dir)), commit)?;
             Ok(())
         }
         Err(e) => Err(RuntimeError::internal_ctx(format!("waiting for container {id} to exit"), e)),
@@ -234,6 +245,13 @@ async fn kill_and_wait(ctx: &RuntimeContext, record: &ContainerRecord) -> Result
 /// its rootfs, releases its image lease, removes its bundle and shim dirs, its record and
 /// its name. Unknown id: Ok (kubelet retries removals).
 pub async fn remove_container(ctx: &RuntimeContext, id: &str) -> Result<(), RuntimeError> {
+    remove_container_with(ctx, id, Commit::Durable).await
+}
+
+/// [`remove_container`] whose record deletion (and exit record, if it still ran) is
+/// committed as `commit` says (Deferred: the caller commits durably before it answers,
+/// e.g. RemovePodSandbox).
+pub async fn remove_container_with(ctx: &RuntimeContext, id: &str, commit: Commit) -> Result<(), RuntimeError> {
     let mut steps = StepTimer::new("RemoveContainer", id);
     let _lock = service(ctx).lock(id).await;
     let Some(record) = ctx.store.container(id)? else {
@@ -243,14 +261,14 @@ pub async fn remove_container(ctx: &RuntimeContext, id: &str) -> Result<(), Runt
     steps.done("lock");
     if may_run(record.state) {
         // A removal does not wait out a grace period: kubelet stops first when it cares.
-        if let Err(e) = stop_locked(ctx, &record, Duration::ZERO).await {
+        if let Err(e) = stop_locked(ctx, &record, Duration::ZERO, commit).await {
             tracing::warn!(container = id, error = %e, "killing the container before removal");
         }
         steps.done("kill");
     }
     release_resources(ctx, &record).await?;
     steps.done("release resources");
-    ctx.store.delete_container(id)?;
+    ctx.store.delete_container_with(id, commit)?;
     steps.done("record");
     ctx.container_names.release(&record.name, id);
     service(ctx).forget(id);

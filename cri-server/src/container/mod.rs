@@ -23,6 +23,6 @@ pub mod step_timer;
 pub mod undo;
 pub mod watch;
 
-pub use lifecycle::{remove_container, stop_container};
+pub use lifecycle::{remove_container, remove_container_with, stop_container, stop_container_with};
 pub use service::ContainerService;
 pub use shim::{spawn_shim, ShimCommand, SpawnShimError};

@@ -10,6 +10,7 @@ use crate::container::step_timer::StepTimer;
 use crate::errors::RuntimeError;
 use crate::runtime::context::RuntimeContext;
 use crate::sandbox::{cgroup, files, pid_holder};
+use crate::store::Commit;
 
 pub async fn remove_pod_sandbox_rpc(ctx: &Arc<RuntimeContext>, request: RemovePodSandboxRequest) -> Result<(), RuntimeError> {
     if request.pod_sandbox_id.is_empty() {
@@ -28,8 +29,9 @@ pub async fn remove_pod_sandbox(ctx: &RuntimeContext, id: &str) -> Result<(), Ru
     // Always run the (idempotent) stop: it also finishes a stop that a crash interrupted.
     super::sandbox_stop::stop_locked(ctx, record.clone()).await?;
     steps.done("stop");
+    // The container records go with the pod's durable delete below: one fdatasync.
     for container in ctx.store.containers_of(id)? {
-        crate::container::remove_container(ctx, &container.id)
+        crate::container::remove_container_with(ctx, &container.id, Commit::Deferred)
             .await
             .map_err(|err| RuntimeError::Internal(format!("removing container {} of pod {id}: {err}", container.id)))?;
     }

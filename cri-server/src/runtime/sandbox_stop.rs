@@ -14,7 +14,7 @@ use crate::runtime::context::RuntimeContext;
 use crate::sandbox::namespaces;
 use crate::sandbox::network::PodNetworkRequest;
 use crate::sandbox::pid_holder;
-use crate::store::{now_ns, SandboxRecord, SandboxState};
+use crate::store::{now_ns, Commit, SandboxRecord, SandboxState};
 
 pub async fn stop_pod_sandbox_rpc(ctx: &Arc<RuntimeContext>, request: StopPodSandboxRequest) -> Result<(), RuntimeError> {
     if request.pod_sandbox_id.is_empty() {
@@ -37,10 +37,12 @@ pub async fn stop_pod_sandbox(ctx: &RuntimeContext, id: &str) -> Result<(), Runt
 pub(crate) async fn stop_locked(ctx: &RuntimeContext, mut record: SandboxRecord) -> Result<(), RuntimeError> {
     let id = record.id.clone();
     let mut steps = StepTimer::new("StopPodSandbox", &id);
-    for container in ctx.store.containers_of(&id)? {
+    let containers = ctx.store.containers_of(&id)?;
+    for container in &containers {
         // kubelet stops containers with their grace period before it stops the pod; what is
-        // still running here gets SIGKILL at once, as containerd does.
-        match crate::container::stop_container(ctx, &container.id, Duration::ZERO).await {
+        // still running here gets SIGKILL at once, as containerd does. Their exit records are
+        // made durable by the pod's commit below, one fdatasync for the whole pod.
+        match crate::container::stop_container_with(ctx, &container.id, Duration::ZERO, Commit::Deferred).await {
             Ok(()) | Err(RuntimeError::NotFound(_)) => {}
             Err(err) => {
                 return Err(RuntimeError::Internal(format!("stopping container {} of pod {id}: {err}", container.id)));
@@ -77,6 +79,10 @@ pub(crate) async fn stop_locked(ctx: &RuntimeContext, mut record: SandboxRecord)
         ctx.store.put_sandbox(&record)?;
         steps.done("record");
         tracing::info!(sandbox = %id, "pod sandbox stopped");
+    } else if containers.iter().any(|c| crate::container::lifecycle::may_run(c.state)) {
+        // No pod record to write, but container exits may have been deferred.
+        ctx.store.flush()?;
+        steps.done("flush");
     }
     Ok(())
 }

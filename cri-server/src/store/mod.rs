@@ -4,8 +4,13 @@
 //!
 //! Two tables, `sandboxes` and `containers`, id -> JSON of the record. JSON keeps records
 //! readable with `redb` tooling and lets them grow fields (`serde(default)`). The calls are
-//! synchronous and cheap (one small transaction each, redb commits are durable): async
-//! callers may call them directly.
+//! synchronous and cheap (one small transaction each): async callers may call them directly.
+//!
+//! A durable commit costs an fdatasync, milliseconds on a busy disk. An RPC that writes
+//! several records (a pod teardown writes every container's exit, deletes every container,
+//! then the pod) commits the intermediate ones [`Commit::Deferred`] and only its last one
+//! durably: redb makes every earlier commit durable with it, so each record is still on disk
+//! before the RPC answers, for one fdatasync.
 
 mod records;
 pub mod reservations;
@@ -19,6 +24,16 @@ use serde::Serialize;
 
 pub use records::{ContainerRecord, ContainerState, SandboxRecord, SandboxState};
 pub use reservations::Reservations;
+
+/// When a write must be on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// On disk when the call returns.
+    Durable,
+    /// Visible at once, on disk with the next durable commit: only for a step of an RPC
+    /// that ends with a durable commit ([`RuntimeStore::flush`] when it has nothing else).
+    Deferred,
+}
 
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
@@ -84,6 +99,10 @@ impl RuntimeStore {
         self.put(CONTAINERS, &record.id, record)
     }
 
+    pub fn put_container_with(&self, record: &ContainerRecord, commit: Commit) -> Result<(), StoreError> {
+        self.put_with(CONTAINERS, &record.id, record, commit)
+    }
+
     pub fn container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
         self.get(CONTAINERS, "container", id)
     }
@@ -102,9 +121,31 @@ impl RuntimeStore {
         self.delete(CONTAINERS, id)
     }
 
-    fn put<T: Serialize>(&self, table: TableDefinition<&str, &[u8]>, id: &str, record: &T) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(record).map_err(db_err)?;
+    pub fn delete_container_with(&self, id: &str, commit: Commit) -> Result<bool, StoreError> {
+        self.delete_with(CONTAINERS, id, commit)
+    }
+
+    /// Makes every deferred commit durable (an empty durable commit).
+    pub fn flush(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    fn begin(&self, commit: Commit) -> Result<redb::WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        if commit == Commit::Deferred {
+            txn.set_durability(redb::Durability::None).map_err(db_err)?;
+        }
+        Ok(txn)
+    }
+
+    fn put<T: Serialize>(&self, table: TableDefinition<&str, &[u8]>, id: &str, record: &T) -> Result<(), StoreError> {
+        self.put_with(table, id, record, Commit::Durable)
+    }
+
+    fn put_with<T: Serialize>(&self, table: TableDefinition<&str, &[u8]>, id: &str, record: &T, commit: Commit) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record).map_err(db_err)?;
+        let txn = self.begin(commit)?;
         {
             let mut table = txn.open_table(table).map_err(db_err)?;
             table.insert(id, bytes.as_slice()).map_err(db_err)?;
@@ -133,7 +174,11 @@ impl RuntimeStore {
     }
 
     fn delete(&self, table: TableDefinition<&str, &[u8]>, id: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        self.delete_with(table, id, Commit::Durable)
+    }
+
+    fn delete_with(&self, table: TableDefinition<&str, &[u8]>, id: &str, commit: Commit) -> Result<bool, StoreError> {
+        let txn = self.begin(commit)?;
         let existed = {
             let mut table = txn.open_table(table).map_err(db_err)?;
             let removed = table.remove(id).map_err(db_err)?;
@@ -251,6 +296,27 @@ mod tests {
         assert!(store.delete_container("c1").unwrap());
         assert_eq!(store.containers().unwrap().len(), 1);
         assert!(store.sandbox("a").unwrap().is_none());
+    }
+
+    #[test]
+    fn deferred_commits_are_visible_at_once_and_durable_with_the_next_durable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runtime.redb");
+        {
+            let store = RuntimeStore::open(&path).unwrap();
+            store.put_container(&container("c1", "a")).unwrap();
+            store.put_container(&container("c2", "a")).unwrap();
+            let mut exited = container("c1", "a");
+            exited.state = ContainerState::Exited;
+            store.put_container_with(&exited, Commit::Deferred).unwrap();
+            assert!(store.delete_container_with("c2", Commit::Deferred).unwrap());
+            assert_eq!(store.container("c1").unwrap().unwrap().state, ContainerState::Exited);
+            assert!(store.container("c2").unwrap().is_none());
+            store.flush().unwrap();
+        }
+        let store = RuntimeStore::open(&path).unwrap();
+        assert_eq!(store.container("c1").unwrap().unwrap().state, ContainerState::Exited);
+        assert!(store.container("c2").unwrap().is_none());
     }
 
     #[test]
