@@ -100,7 +100,14 @@ async fn churn(plugins: PluginSet) {
     let veths = net.veths();
     assert_eq!(veths.len(), PODS, "veths on {}: {veths:?}", net.bridge);
     assert_eq!(net.allocated_ips().len(), PODS, "{:?}", net.allocated_ips());
-    assert_eq!(std::fs::read_dir(&cache).expect("cache dir").count(), PODS, "CNI cache entries");
+    // One `<network>-<pod>-eth0.json` entry per pod (its ADD result sits beside it as
+    // `.json.result`).
+    let entries = std::fs::read_dir(&cache)
+        .expect("cache dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .count();
+    assert_eq!(entries, PODS, "CNI cache entries");
     let netns: Vec<PathBuf> = ids.iter().map(|id| pod_netns(env.berthd.state(), id)).collect();
     assert!(netns.iter().all(|p| p.exists()), "every pod has its pinned netns");
     assert_eq!(netns_mounts_under(env.berthd.base_dir()).len(), PODS, "pinned network namespaces");
