@@ -412,3 +412,29 @@ pub fn free_udp_port() -> u16 {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp 127.0.0.1:0");
     socket.local_addr().expect("local addr").port()
 }
+
+/// busybox httpd in `pod` on `port`, serving `page` at `/` and `/index.html`; returns the
+/// container id once it runs.
+pub async fn run_httpd(env: &mut crate::RuntimeEnv, pod: &crate::Pod, port: u16, page: &str) -> String {
+    let script = format!("mkdir -p /tmp/www && echo {page} > /tmp/www/index.html && exec httpd -f -p {port} -h /tmp/www");
+    let id = env.run_container(pod, "httpd", &["sh", "-c", &script]).await;
+    env.wait_container_state(&id, k8s_cri::v1::ContainerState::ContainerRunning, std::time::Duration::from_secs(10))
+        .await;
+    id
+}
+
+/// wget `url` from container `from` until it answers (httpd may still be starting).
+pub async fn wget_in(env: &mut crate::RuntimeEnv, from: &str, url: &str) -> String {
+    let deadline = std::time::Instant::now() + crate::timing::secs(10);
+    loop {
+        // (busybox-static's `wget -T` segfaults; ExecSync's timeout bounds it instead.)
+        let out = env.exec(from, &["wget", "-q", "-O", "-", url], 5).await;
+        if out.exit_code == 0 {
+            return String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("wget {url} in {from}: exit {} stderr {:?}", out.exit_code, String::from_utf8_lossy(&out.stderr));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

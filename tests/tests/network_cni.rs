@@ -7,9 +7,10 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::network::{cache_dir, reference_plugins_available, PluginSet, TestNetwork, REFERENCE_PLUGIN_DIR};
+use berth_tests::network::{
+    cache_dir, reference_plugins_available, run_httpd, wget_in, PluginSet, TestNetwork, REFERENCE_PLUGIN_DIR,
+};
 use berth_tests::runtime::{assert_code, pod_security};
-use berth_tests::timing::secs;
 use berth_tests::{Pod, RuntimeEnv};
 use k8s_cri::v1::{ContainerState, NamespaceMode, StatusRequest};
 
@@ -20,30 +21,6 @@ async fn start(net: &TestNetwork) -> RuntimeEnv {
 async fn pod_ip(env: &mut RuntimeEnv, pod: &Pod) -> String {
     let status = env.pod_status(&pod.id).await.expect("PodSandboxStatus");
     status.network.expect("network status").ip
-}
-
-/// Runs busybox httpd on port 8080 serving `page` in `pod`; returns the container id.
-async fn run_httpd(env: &mut RuntimeEnv, pod: &Pod, page: &str) -> String {
-    let script = format!("mkdir -p /tmp/www && echo {page} > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www");
-    let id = env.run_container(pod, "httpd", &["sh", "-c", &script]).await;
-    env.wait_container_state(&id, ContainerState::ContainerRunning, Duration::from_secs(10)).await;
-    id
-}
-
-/// wget from container `from` until it answers (httpd may still be starting).
-async fn fetch(env: &mut RuntimeEnv, from: &str, url: &str) -> String {
-    let deadline = Instant::now() + secs(10);
-    loop {
-        // (busybox-static's `wget -T` segfaults; ExecSync's timeout bounds it instead.)
-        let out = env.exec(from, &["wget", "-q", "-O", "-", url], 5).await;
-        if out.exit_code == 0 {
-            return String::from_utf8_lossy(&out.stdout).trim().to_string();
-        }
-        if Instant::now() > deadline {
-            panic!("wget {url} failed: exit {} stderr {:?}", out.exit_code, String::from_utf8_lossy(&out.stderr));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn in_subnet(ip: &str, net: &TestNetwork) -> bool {
@@ -68,14 +45,14 @@ async fn two_pods_reach_each_other(plugins: PluginSet) {
     assert_eq!(net.veths().len(), 2, "one veth per pod on {}", net.bridge);
     assert_eq!(net.allocated_ips(), { let mut v = vec![server_ip.clone(), client_ip.clone()]; v.sort(); v });
 
-    run_httpd(&mut env, &server_pod, "hello-from-berth").await;
+    run_httpd(&mut env, &server_pod, 8080, "hello-from-berth").await;
     let client = env.run_container(&client_pod, "client", &["sleep", "3600"]).await;
     env.wait_container_state(&client, ContainerState::ContainerRunning, Duration::from_secs(10)).await;
     // The pod sees its own address on eth0, and lo is up.
     let addrs = env.exec_ok(&client, &["ip", "-o", "addr"]).await;
     assert!(addrs.contains(&format!("eth0    inet {client_ip}/24")) || addrs.contains(&format!("inet {client_ip}/24")), "{addrs}");
     assert!(addrs.contains("lo    inet 127.0.0.1/8") || addrs.contains("inet 127.0.0.1/8"), "{addrs}");
-    assert_eq!(fetch(&mut env, &client, &format!("http://{server_ip}:8080/index.html")).await, "hello-from-berth");
+    assert_eq!(wget_in(&mut env, &client, &format!("http://{server_ip}:8080/index.html")).await, "hello-from-berth");
 
     // Stop tears the network down; a second stop is a no-op.
     let started = Instant::now();

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_tests::network::{
-    cache_dir, free_tcp_port, free_udp_port, pod_netns, reference_plugins_available, reference_portmap_lock, PluginSet,
+    cache_dir, free_tcp_port, free_udp_port, pod_netns, reference_plugins_available, reference_portmap_lock, run_httpd,
+    wget_in, PluginSet,
     ReferenceHostportChains, TestNetwork, REFERENCE_PLUGIN_DIR,
 };
 use berth_tests::runtime::pod_security;
@@ -35,34 +36,10 @@ async fn network_status(env: &mut RuntimeEnv, pod: &Pod) -> PodSandboxNetworkSta
     env.pod_status(&pod.id).await.expect("PodSandboxStatus").network.expect("network status")
 }
 
-/// busybox httpd on `port` serving `page` at `/`; returns the container id once it runs.
-async fn run_httpd(env: &mut RuntimeEnv, pod: &Pod, port: u16, page: &str) -> String {
-    let script = format!("mkdir -p /tmp/www && echo {page} > /tmp/www/index.html && exec httpd -f -p {port} -h /tmp/www");
-    let id = env.run_container(pod, "httpd", &["sh", "-c", &script]).await;
-    env.wait_container_state(&id, ContainerState::ContainerRunning, Duration::from_secs(10)).await;
-    id
-}
-
 async fn run_sleeper(env: &mut RuntimeEnv, pod: &Pod) -> String {
     let id = env.run_container(pod, "sleeper", &["sleep", "3600"]).await;
     env.wait_container_state(&id, ContainerState::ContainerRunning, Duration::from_secs(10)).await;
     id
-}
-
-/// wget `url` from container `from` until it answers (httpd may still be starting).
-async fn fetch_in(env: &mut RuntimeEnv, from: &str, url: &str) -> String {
-    let deadline = Instant::now() + secs(10);
-    loop {
-        // (busybox-static's `wget -T` segfaults; ExecSync's timeout bounds it instead.)
-        let out = env.exec(from, &["wget", "-q", "-O", "-", url], 5).await;
-        if out.exit_code == 0 {
-            return String::from_utf8_lossy(&out.stdout).trim().to_string();
-        }
-        if Instant::now() > deadline {
-            panic!("wget {url} in {from}: exit {} stderr {:?}", out.exit_code, String::from_utf8_lossy(&out.stderr));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// One HTTP/1.0 GET of `/` from this process (the host); the body.
@@ -246,8 +223,8 @@ async fn host_ports(plugins: PluginSet) {
     let other = env.run_pod("other").await;
     let client = run_sleeper(&mut env, &other).await;
     let url = format!("http://{}:{tcp_port}/", net.gateway);
-    assert_eq!(fetch_in(&mut env, &client, &url).await, page, "from another pod");
-    assert_eq!(fetch_in(&mut env, &httpd, &url).await, page, "hairpin: the pod through its own hostPort");
+    assert_eq!(wget_in(&mut env, &client, &url).await, page, "from another pod");
+    assert_eq!(wget_in(&mut env, &httpd, &url).await, page, "hairpin: the pod through its own hostPort");
 
     // A hostNetwork pod: the host's interfaces (the test's bridge among them), and the
     // hostPort on 127.0.0.1 as the host sees it.
@@ -268,7 +245,7 @@ async fn host_ports(plugins: PluginSet) {
     let links = env.exec_ok(&on_host, &["ip", "-o", "link"]).await;
     assert!(links.contains(&net.bridge), "{links}");
     let url = format!("http://127.0.0.1:{tcp_port}/");
-    assert_eq!(fetch_in(&mut env, &on_host, &url).await, page, "from a hostNetwork pod on 127.0.0.1");
+    assert_eq!(wget_in(&mut env, &on_host, &url).await, page, "from a hostNetwork pod on 127.0.0.1");
 
     // Teardown: rules, veths, IPs, cache entries go.
     let pod_ids = vec![web.id.clone(), other.id.clone()];
@@ -327,8 +304,8 @@ async fn dual_stack(plugins: PluginSet) {
     let addrs = env.exec_ok(&httpd, &["ip", "-o", "addr", "show", "dev", "eth0"]).await;
     assert!(addrs.contains(&format!("inet {server_v4}/24")) && addrs.contains(&format!("inet6 {server_v6}/64")), "{addrs}");
     let wget = run_sleeper(&mut env, &client).await;
-    assert_eq!(fetch_in(&mut env, &wget, &format!("http://[{server_v6}]:8080/")).await, "hello-over-ipv6");
-    assert_eq!(fetch_in(&mut env, &wget, &format!("http://{server_v4}:8080/")).await, "hello-over-ipv6");
+    assert_eq!(wget_in(&mut env, &wget, &format!("http://[{server_v6}]:8080/")).await, "hello-over-ipv6");
+    assert_eq!(wget_in(&mut env, &wget, &format!("http://{server_v4}:8080/")).await, "hello-over-ipv6");
 
     env.remove_all_pods().await;
     net.assert_clean(&cache_dir(env.berthd.root()));
