@@ -188,6 +188,27 @@ fn failure(what: &str, got: Result<Option<Msg>, Errno>) -> ContainerError {
     }
 }
 
+/// The last step of both ways of making the container process: put it in its cgroup
+/// before it sets itself up, then let it go on. On failure it is killed and reaped.
+fn place_and_release(
+    pid: Pid,
+    parent_end: OwnedFd,
+    place_in_cgroup: &mut dyn FnMut(Pid) -> Result<(), String>,
+) -> Result<(Pid, OwnedFd), ContainerError> {
+    if let Err(message) = place_in_cgroup(pid) {
+        reap(pid);
+        return Err(ContainerError::Cgroup(message));
+    }
+    if let Err(errno) = send_msg(&parent_end, &Msg::Go) {
+        reap(pid);
+        return Err(ContainerError::sys(
+            "releasing the container process",
+            errno,
+        ));
+    }
+    Ok((pid, parent_end))
+}
+
 /// Wait for a child that failed (it exits right after reporting).
 fn reap(pid: Pid) {
     let _ = kill(pid, Signal::SIGKILL);
@@ -253,18 +274,7 @@ fn spawn(
         Ok(Some(Msg::Pid(pid))) => Pid::from_raw(pid),
         other => return Err(failure("starting the container process", other)),
     };
-    if let Err(message) = place_in_cgroup(pid) {
-        reap(pid);
-        return Err(ContainerError::Cgroup(message));
-    }
-    if let Err(errno) = send_msg(&parent_end, &Msg::Go) {
-        reap(pid);
-        return Err(ContainerError::sys(
-            "releasing the container process",
-            errno,
-        ));
-    }
-    Ok((pid, parent_end))
+    place_and_release(pid, parent_end, place_in_cgroup)
 }
 
 /// The clone flags for making the process straight from the caller, without the
@@ -337,18 +347,7 @@ fn spawn_direct(
     let pid = Pid::from_raw(cloned as i32);
     drop(child_end);
     drop(stdio);
-    if let Err(message) = place_in_cgroup(pid) {
-        reap(pid);
-        return Err(ContainerError::Cgroup(message));
-    }
-    if let Err(errno) = send_msg(&parent_end, &Msg::Go) {
-        reap(pid);
-        return Err(ContainerError::sys(
-            "releasing the container process",
-            errno,
-        ));
-    }
-    Ok((pid, parent_end))
+    place_and_release(pid, parent_end, place_in_cgroup)
 }
 
 /// The intermediate process: enter the PID namespace, clone the real process as a sibling
